@@ -1,0 +1,244 @@
+"""The exception hierarchy of sandboxed.
+
+Every error raised by sandboxed derives from :class:`SandboxError`; each
+subclass also derives from the builtin whose meaning it shares, so that
+``except ValueError`` or ``except TimeoutError`` keep working for callers
+that do not know about sandboxed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class SandboxError(Exception):
+    """Base class of every error raised by sandboxed itself."""
+
+
+# -- configuration: raised before any unit exists ------------------------------------------
+
+
+class ConfigurationError(SandboxError, ValueError):
+    """The sandbox was configured with something sandboxed cannot accept."""
+
+
+class UnknownDirectiveError(ConfigurationError):
+    """A directive name that systemd does not know for a transient service.
+
+    Attributes: ``directive`` (the name given), ``suggestions`` (closest names).
+    """
+
+    def __init__(self, directive: str, suggestions: Sequence[str] = ()) -> None:
+        self.directive = directive
+        self.suggestions = tuple(suggestions)
+        hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"unknown directive {directive!r}{hint}")
+
+
+class InvalidDirectiveValueError(ConfigurationError):
+    """A known directive with a value it does not accept.
+
+    Attributes: ``directive``, ``value``, ``accepted`` (a description of the forms accepted).
+    """
+
+    def __init__(self, directive: str, value: object, accepted: str, reason: str = "") -> None:
+        self.directive = directive
+        self.value = value
+        self.accepted = accepted
+        self.reason = reason
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"invalid value {value!r} for {directive}={why}; accepted: {accepted}")
+
+
+class ConflictingDirectivesError(ConfigurationError):
+    """Two presets set the same directive to different values.
+
+    Attributes: ``directive``, ``values`` (the conflicting values), ``sources``.
+    """
+
+    def __init__(
+        self, directive: str, values: Sequence[object], sources: Sequence[str] = ()
+    ) -> None:
+        self.directive = directive
+        self.values = tuple(values)
+        self.sources = tuple(sources)
+        origin = f" (from {' and '.join(self.sources)})" if self.sources else ""
+        shown = " vs ".join(repr(v) for v in self.values)
+        super().__init__(
+            f"conflicting values for {directive}=: {shown}{origin}; "
+            "pass the directive as a keyword argument to choose one explicitly"
+        )
+
+
+class UnreachableCodeError(ConfigurationError):
+    """The sandbox's user cannot reach a path the worker needs (interpreter, module...).
+
+    Attributes: ``path``, ``remedy``.
+    """
+
+    def __init__(self, path: str, reason: str, remedy: str) -> None:
+        self.path = path
+        self.reason = reason
+        self.remedy = remedy
+        super().__init__(f"the sandbox cannot reach {path}: {reason}; {remedy}")
+
+
+# -- the service manager ---------------------------------------------------------------------
+
+
+class ManagerError(SandboxError, OSError):
+    """No usable systemd service manager, or it failed a request."""
+
+
+class ManagerNotFoundError(ManagerError):
+    """No service manager could be found or started."""
+
+
+class EmbeddedManagerError(ManagerError):
+    """The embedded systemd could not be started, reached or stopped.
+
+    Attributes: ``log_tail`` (last lines of the manager's log, if any).
+    """
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        self.log_tail = log_tail
+        tail = f"\n--- last lines of the manager's log ---\n{log_tail}" if log_tail else ""
+        super().__init__(message + tail)
+
+
+class DirectiveRejectedError(ManagerError, ValueError):
+    """The running systemd refused a directive that sandboxed accepted.
+
+    Attributes: ``directive``, ``systemd_version``, ``dbus_error``.
+    """
+
+    def __init__(
+        self, directive: str | None, systemd_version: str, dbus_error: str, message: str
+    ) -> None:
+        self.directive = directive
+        self.systemd_version = systemd_version
+        self.dbus_error = dbus_error
+        what = f"{directive}=" if directive else "the unit's properties"
+        super().__init__(f"systemd {systemd_version} rejected {what}: {message}")
+
+
+class UnitFailedError(ManagerError):
+    """A transient unit failed to start or its worker did not come up.
+
+    Attributes: ``unit``, ``result``, ``stderr`` (what the worker printed, if anything).
+    """
+
+    def __init__(self, unit: str, result: str, stderr: str = "") -> None:
+        self.unit = unit
+        self.result = result
+        self.stderr = stderr
+        detail = f"\n--- worker stderr ---\n{stderr}" if stderr else ""
+        super().__init__(f"unit {unit} failed to start: {result}{detail}")
+
+
+# -- calls ---------------------------------------------------------------------------------
+
+
+class SerializationError(SandboxError, TypeError):
+    """A value could not be sent across the sandbox boundary.
+
+    Attributes: ``which`` (``"function"``, ``"argument 'x'"``, ``"result"``...), ``reason``.
+    """
+
+    def __init__(self, which: str, reason: str) -> None:
+        self.which = which
+        self.reason = reason
+        super().__init__(f"cannot serialize the {which}: {reason}")
+
+
+class RemoteError(SandboxError):
+    """An exception raised in the sandbox that could not be rebuilt in the caller.
+
+    Attributes: ``type_name``, ``message``, ``remote_traceback``.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+        super().__init__(f"{type_name}: {message}")
+
+
+class RemoteTraceback(Exception):
+    """Carries the sandbox-side traceback text; chained as ``__cause__`` of a user's error."""
+
+    def __init__(self, tb: str) -> None:
+        self.tb = tb
+        super().__init__(tb)
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+class WorkerDiedError(SandboxError, RuntimeError):
+    """The worker process running a call died before answering.
+
+    Attributes: ``unit``, ``exit_code`` (or None), ``signal`` (name, or None),
+    ``reason`` (text), ``oom_killed``.
+    """
+
+    def __init__(
+        self,
+        unit: str,
+        reason: str,
+        exit_code: int | None = None,
+        signal: str | None = None,
+    ) -> None:
+        self.unit = unit
+        self.reason = reason
+        self.exit_code = exit_code
+        self.signal = signal
+        super().__init__(f"the worker in {unit} died: {reason}")
+
+
+class SandboxMemoryError(WorkerDiedError, MemoryError):
+    """The kernel's OOM killer stopped the call because it exceeded ``MemoryMax=``.
+
+    Attributes (besides WorkerDiedError's): ``limit`` (bytes).
+    """
+
+    def __init__(self, unit: str, limit: int | None, reason: str = "") -> None:
+        self.limit = limit
+        shown = f"MemoryMax={limit} bytes" if limit is not None else "its memory limit"
+        text = reason or f"the kernel's OOM killer stopped it: the call exceeded {shown}"
+        super().__init__(unit, text, signal="SIGKILL")
+
+
+class SandboxTimeoutError(SandboxError, TimeoutError):
+    """A call ran longer than its timeout and was stopped.
+
+    Attributes: ``timeout`` (seconds), ``unit``.
+    """
+
+    def __init__(self, timeout: float, unit: str = "") -> None:
+        self.timeout = timeout
+        self.unit = unit
+        where = f" in {unit}" if unit else ""
+        super().__init__(f"the call{where} exceeded its timeout of {timeout:g} s and was stopped")
+
+
+class ResourceLimitError(SandboxError, RuntimeError):
+    """The call hit a resource limit other than memory (``TasksMax=``...)."""
+
+    def __init__(self, directive: str, limit: object, message: str) -> None:
+        self.directive = directive
+        self.limit = limit
+        super().__init__(f"{directive}={limit} was hit: {message}")
+
+
+class PayloadTooLargeError(SerializationError, ValueError):
+    """A value is larger than a frame may carry (see ``max_payload``)."""
+
+    def __init__(self, which: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(which, f"{size} bytes is more than the limit of {limit} bytes")
+
+
+class UnsafeResultError(SandboxError, TypeError):
+    """In safe result mode, the sandbox returned something that is not plain data."""
