@@ -1,0 +1,461 @@
+"""A small, thread-safe D-Bus client for systemd's manager, on jeepney's sans-I/O layer.
+
+jeepney's own blocking connections send ``Hello()`` when they open, which the
+manager's peer-to-peer private socket (``/run/systemd/private``) rejects, so we
+drive jeepney's :class:`Authenticator`, :meth:`Message.serialise` and
+:class:`Parser` over our own socket. One reader thread per connection hands
+replies to the callers waiting for them (by serial) and signals to the
+subscribers that asked for them, so many threads can share one connection.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import itertools
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from jeepney import DBusAddress, HeaderFields, Message, MessageType, new_method_call
+from jeepney.auth import BEGIN, Authenticator
+from jeepney.low_level import Parser
+
+from sandboxed._errors import DirectiveRejectedError, ManagerError, UnitFailedError
+
+SYSTEMD = "org.freedesktop.systemd1"
+MANAGER_PATH = "/org/freedesktop/systemd1"
+MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
+UNIT_IFACE = "org.freedesktop.systemd1.Unit"
+SERVICE_IFACE = "org.freedesktop.systemd1.Service"
+PROPS_IFACE = "org.freedesktop.DBus.Properties"
+
+Property = tuple[str, str, object]
+
+_MANAGER = DBusAddress(MANAGER_PATH, bus_name=SYSTEMD, interface=MANAGER_IFACE)
+
+
+class DBusError(ManagerError):
+    """An error reply from the peer. Attributes: ``name`` (D-Bus error name), ``text``."""
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name = name
+        self.text = text
+        super().__init__(f"{name}: {text}")
+
+
+class ConnectionLost(ManagerError):
+    """The connection to the service manager closed while a reply was awaited."""
+
+
+def parse_address(address: str) -> str:
+    """Return the socket path of a ``unix:path=...`` D-Bus address (or of a bare path)."""
+    if address.startswith("/"):
+        return address
+    for part in address.split(";"):
+        if not part.startswith("unix:"):
+            continue
+        for kv in part[len("unix:") :].split(","):
+            key, _, value = kv.partition("=")
+            if key == "path":
+                return value
+            if key == "abstract":
+                return "\0" + value
+    raise ManagerError(
+        f"unsupported D-Bus address {address!r}; accepted: 'unix:path=/some/socket' or a socket path"
+    )
+
+
+def unit_object_path(name: str) -> str:
+    """The object path systemd gives a unit (``bus_label_escape``)."""
+    out = []
+    for ch in name.encode():
+        c = chr(ch)
+        if c.isascii() and c.isalnum():
+            out.append(c)
+        else:
+            out.append(f"_{ch:02x}")
+    return "/org/freedesktop/systemd1/unit/" + "".join(out)
+
+
+class Connection:
+    """One authenticated D-Bus connection with a reader thread.
+
+    ``peer_to_peer`` is detected: on a message bus ``Hello()`` succeeds; the
+    manager's private socket answers it with an error and needs none.
+    """
+
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        self.address = address
+        path = parse_address(address)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(path)
+            self._authenticate()
+        except OSError as e:
+            self._sock.close()
+            raise ManagerError(f"cannot connect to the service manager at {address}: {e}") from e
+        self._sock.settimeout(None)
+        self._send_lock = threading.Lock()
+        self._serials = itertools.count(1)
+        self._pending: dict[int, Future[Message]] = {}
+        self._pending_lock = threading.Lock()
+        self._listeners: list[Callable[[Message], None]] = []
+        self._closed = False
+        self._reader = threading.Thread(target=self._read_loop, name="sandboxed-dbus", daemon=True)
+        self._reader.start()
+        self.peer_to_peer = False
+        self.unique_name: str | None = None
+        try:
+            reply = self.call(
+                new_method_call(
+                    DBusAddress("/org/freedesktop/DBus", "org.freedesktop.DBus", "org.freedesktop.DBus"),
+                    "Hello",
+                ),
+                timeout=timeout,
+            )
+            self.unique_name = str(reply.body[0])
+        except DBusError:
+            self.peer_to_peer = True
+
+    def _authenticate(self) -> None:
+        auth = Authenticator(enable_fds=True)
+        for data in auth:
+            self._sock.sendall(data)
+            chunk = self._sock.recv(1024)
+            if not chunk:
+                raise ConnectionError("the peer closed the connection during authentication")
+            auth.feed(chunk)
+        self._sock.sendall(BEGIN)
+
+    # -- I/O ---------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        parser = Parser()
+        try:
+            while True:
+                data, ancdata, _flags, _addr = self._sock.recvmsg(
+                    1 << 16, socket.CMSG_SPACE(253 * 4)
+                )
+                if not data:
+                    break
+                fds: list[int] = []
+                for level, kind, payload in ancdata:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        arr = array.array("i")
+                        arr.frombytes(payload[: len(payload) - (len(payload) % arr.itemsize)])
+                        fds.extend(arr)
+                parser.add_data(data, fds)
+                while (msg := parser.get_next_message()) is not None:
+                    self._dispatch(msg)
+        except OSError:
+            pass
+        finally:
+            self._closed = True
+            with self._pending_lock:
+                pending, self._pending = self._pending, {}
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionLost(f"connection to {self.address} lost"))
+            for listener in list(self._listeners):
+                with contextlib.suppress(Exception):
+                    listener(None)  # type: ignore[arg-type]
+
+    def _dispatch(self, msg: Message) -> None:
+        kind = msg.header.message_type
+        if kind in (MessageType.method_return, MessageType.error):
+            serial = msg.header.fields.get(HeaderFields.reply_serial)
+            with self._pending_lock:
+                fut = self._pending.pop(serial, None) if serial is not None else None
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        elif kind == MessageType.signal:
+            for listener in list(self._listeners):
+                with contextlib.suppress(Exception):
+                    listener(msg)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def send(self, msg: Message) -> Future[Message]:
+        """Send a message; the future resolves to its reply (method calls only)."""
+        if self._closed:
+            raise ConnectionLost(f"connection to {self.address} is closed")
+        fut: Future[Message] = Future()
+        with self._send_lock:
+            serial = next(self._serials)
+            fds: list[int] = []
+            data = msg.serialise(serial=serial, fds=fds)
+            with self._pending_lock:
+                self._pending[serial] = fut
+            try:
+                if fds:
+                    self._sock.sendmsg(
+                        [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    )
+                else:
+                    self._sock.sendall(data)
+            except OSError as e:
+                with self._pending_lock:
+                    self._pending.pop(serial, None)
+                raise ConnectionLost(f"cannot send to {self.address}: {e}") from e
+        return fut
+
+    def call(self, msg: Message, timeout: float | None = 30.0) -> Message:
+        """Send a method call and return its reply; error replies raise :class:`DBusError`."""
+        reply = self.send(msg).result(timeout)
+        if reply.header.message_type == MessageType.error:
+            name = str(reply.header.fields.get(HeaderFields.error_name, "?"))
+            text = str(reply.body[0]) if reply.body else ""
+            raise DBusError(name, text)
+        return reply
+
+    def add_listener(self, fn: Callable[[Message], None]) -> None:
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[Message], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(fn)
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+class ManagerClient:
+    """Typed calls to ``org.freedesktop.systemd1.Manager`` over one :class:`Connection`."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._conn = Connection(address)
+        self._jobs: dict[str, Future[str]] = {}
+        self._jobs_lock = threading.Lock()
+        self._conn.add_listener(self._on_signal)
+        if not self._conn.peer_to_peer:
+            # On a message bus signals only reach clients that ask for them.
+            self._bus_call(
+                "org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "AddMatch",
+                "s",
+                (
+                    "type='signal',sender='org.freedesktop.systemd1',"
+                    "interface='org.freedesktop.systemd1.Manager',member='JobRemoved'",
+                ),
+            )
+            self.manager_call("Subscribe")
+        self._version: str | None = None
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _bus_call(
+        self, dest: str, path: str, iface: str, method: str, sig: str | None = None, body: tuple[Any, ...] = ()
+    ) -> tuple[Any, ...]:
+        msg = new_method_call(DBusAddress(path, bus_name=dest, interface=iface), method, sig, body)
+        return tuple(self._conn.call(msg).body)
+
+    def manager_call(self, method: str, sig: str | None = None, *body: Any) -> tuple[Any, ...]:
+        return self._bus_call(SYSTEMD, MANAGER_PATH, MANAGER_IFACE, method, sig, body)
+
+    def _on_signal(self, msg: Message | None) -> None:
+        if msg is None:
+            with self._jobs_lock:
+                jobs, self._jobs = self._jobs, {}
+            for fut in jobs.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionLost(f"connection to {self.address} lost"))
+            return
+        if msg.header.fields.get(HeaderFields.member) != "JobRemoved":
+            return
+        _id, job_path, _unit, result = msg.body
+        with self._jobs_lock:
+            fut = self._jobs.setdefault(str(job_path), Future())
+        if not fut.done():
+            fut.set_result(str(result))
+
+    def _expect_job(self, job_path: str) -> Future[str]:
+        with self._jobs_lock:
+            return self._jobs.setdefault(job_path, Future())
+
+    def _wait_job(self, job_path: str, timeout: float) -> str:
+        fut = self._expect_job(job_path)
+        try:
+            return fut.result(timeout)
+        finally:
+            with self._jobs_lock:
+                self._jobs.pop(job_path, None)
+
+    # -- API ---------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """The manager's version string, e.g. ``"252.38-1~deb12u1"``."""
+        if self._version is None:
+            self._version = str(self.get_property(MANAGER_PATH, MANAGER_IFACE, "Version"))
+        return self._version
+
+    @property
+    def version_number(self) -> int:
+        digits = ""
+        for ch in self.version:
+            if not ch.isdigit():
+                break
+            digits += ch
+        return int(digits or 0)
+
+    def get_property(self, path: str, iface: str, name: str) -> Any:
+        (variant,) = self._bus_call(SYSTEMD, path, PROPS_IFACE, "Get", "ss", (iface, name))
+        return variant[1]
+
+    def get_all(self, path: str, iface: str) -> dict[str, Any]:
+        (props,) = self._bus_call(SYSTEMD, path, PROPS_IFACE, "GetAll", "s", (iface,))
+        return {k: v[1] for k, v in props.items()}
+
+    def get_unit_properties(self, name: str, iface: str = UNIT_IFACE) -> dict[str, Any]:
+        """All properties of ``iface`` of a loaded unit."""
+        return self.get_all(self.unit_path(name), iface)
+
+    def unit_path(self, name: str) -> str:
+        try:
+            (path,) = self.manager_call("GetUnit", "s", name)
+        except DBusError as e:
+            if e.name == "org.freedesktop.systemd1.NoSuchUnit":
+                return unit_object_path(name)
+            raise
+        return str(path)
+
+    def start_transient_unit(
+        self,
+        name: str,
+        properties: Sequence[Property],
+        mode: str = "fail",
+        aux: Iterable[tuple[str, Sequence[Property]]] = (),
+        timeout: float = 60.0,
+        wait: bool = True,
+    ) -> str:
+        """Start a transient unit and (by default) wait for its start job to finish.
+
+        ``properties`` are ``(bus name, D-Bus signature, value)`` triples. Returns
+        the job's result (``"done"``). Raises :class:`DirectiveRejectedError` when
+        the manager refuses a property, :class:`UnitFailedError` when the job fails.
+        """
+        props = [(n, (sig, val)) for n, sig, val in properties]
+        aux_units = [(n, [(pn, (ps, pv)) for pn, ps, pv in p]) for n, p in aux]
+        msg = new_method_call(
+            _MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))", (name, mode, props, aux_units)
+        )
+        # Register interest before the call: JobRemoved can arrive before the reply
+        # is processed, and a lost signal would hang us forever.
+        holder: list[str] = []
+        early: dict[str, str] = {}
+
+        def catch(msg: Message | None) -> None:
+            if msg is not None and msg.header.fields.get(HeaderFields.member) == "JobRemoved":
+                early[str(msg.body[1])] = str(msg.body[3])
+
+        self._conn.add_listener(catch)
+        try:
+            try:
+                reply = self._conn.call(msg, timeout=timeout)
+            except DBusError as e:
+                raise self.rejection(e, properties) from e
+            (job_path,) = reply.body
+            holder.append(str(job_path))
+            if not wait:
+                return "queued"
+            fut = self._expect_job(str(job_path))
+            if str(job_path) in early and not fut.done():
+                fut.set_result(early[str(job_path)])
+        finally:
+            self._conn.remove_listener(catch)
+        result = self._wait_job(holder[0], timeout)
+        if result != "done":
+            raise UnitFailedError(name, result)
+        return result
+
+    def rejection(self, err: DBusError, properties: Sequence[Property]) -> ManagerError:
+        """Turn a D-Bus error from StartTransientUnit into an error naming the directive."""
+        directive = None
+        for prop_name, _sig, _val in properties:
+            if prop_name in err.text:
+                directive = prop_name
+                break
+        if err.name in (
+            "org.freedesktop.DBus.Error.InvalidArgs",
+            "org.freedesktop.DBus.Error.PropertyReadOnly",
+            "org.freedesktop.DBus.Error.NotSupported",
+        ) or "Cannot set property" in err.text or "Unknown assignment" in err.text:
+            return DirectiveRejectedError(directive, self.version, err.name, err.text)
+        return err
+
+    def stop_unit(self, name: str, mode: str = "replace", wait: bool = True, timeout: float = 60.0) -> str:
+        """Stop a unit; returns the job result, or ``"gone"`` if it was not loaded."""
+        try:
+            (job_path,) = self.manager_call("StopUnit", "ss", name, mode)
+        except DBusError as e:
+            if e.name in ("org.freedesktop.systemd1.NoSuchUnit",):
+                return "gone"
+            raise
+        if not wait:
+            return "queued"
+        fut = self._expect_job(str(job_path))
+        try:
+            return fut.result(timeout)
+        finally:
+            with self._jobs_lock:
+                self._jobs.pop(str(job_path), None)
+
+    def kill_unit(self, name: str, signal: int, who: str = "all") -> None:
+        try:
+            self.manager_call("KillUnit", "ssi", name, who, signal)
+        except DBusError as e:
+            if e.name not in ("org.freedesktop.systemd1.NoSuchUnit",):
+                raise
+
+    def reset_failed_unit(self, name: str) -> None:
+        with contextlib.suppress(DBusError):
+            self.manager_call("ResetFailedUnit", "s", name)
+
+    def list_units(self, patterns: Sequence[str] = ()) -> list[tuple[Any, ...]]:
+        """``ListUnitsByPatterns``: (name, description, load, active, sub, following, path, ...)."""
+        (units,) = self.manager_call("ListUnitsByPatterns", "asas", [], list(patterns))
+        return [tuple(u) for u in units]
+
+
+def is_socket_alive(path: str, timeout: float = 1.0) -> bool:
+    """True when something accepts connections on the Unix socket ``path``."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.EACCES):
+            return False
+        return False
+    finally:
+        s.close()
+    return True
+
+
+def fd_is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
