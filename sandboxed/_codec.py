@@ -303,6 +303,9 @@ def encode(obj: object, *, root: str = "result") -> bytes:
 
 
 # -- decoding --------------------------------------------------------------------------------
+#
+# The decoder is iterative: containers being filled live on an explicit stack, so hostile
+# nesting costs neither interpreter recursion nor C stack, and MAX_DEPTH is exact.
 
 
 class _Decoder:
@@ -342,14 +345,6 @@ class _Decoder:
         self.pos = pos
         return result
 
-    def count(self) -> int:
-        n = self.uvarint()
-        # every item takes at least one byte: refuse counts the buffer cannot hold
-        # before looping over them
-        if n > self.end - self.pos:
-            self.fail(f"{n} items declared, {self.end - self.pos} bytes left")
-        return n
-
     def unpack(self, st: struct.Struct) -> tuple[Any, ...]:
         pos = self.pos
         if st.size > self.end - pos:
@@ -357,29 +352,32 @@ class _Decoder:
         self.pos = pos + st.size
         return st.unpack_from(self.buf, pos)
 
+    def tag(self) -> int:
+        pos = self.pos
+        if pos >= self.end:
+            self.fail("truncated: a value was expected")
+        self.pos = pos + 1
+        return self.buf[pos]
+
     def tz(self) -> _dt.timezone | None:
-        tag = self.take(1)[0]
+        tag = self.tag()
         if tag == 0x4E:  # N
             return None
         if tag != 0x7A:  # z
             self.fail(f"unknown time zone tag {tag:#x}")
         (offset,) = self.unpack(_OFFSET)
-        name = self.value(MAX_DEPTH)
-        if name is not None and type(name) is not str:
-            self.fail("time zone name is not a str")
-        delta = _dt.timedelta(microseconds=offset)
-        return _dt.timezone(delta) if name is None else _dt.timezone(delta, name)
-
-    def value(self, depth: int) -> object:
-        pos = self.pos
-        if pos >= self.end:
-            self.fail("truncated: a value was expected")
-        tag = self.buf[pos]
-        self.pos = pos + 1
-        handler = _HANDLERS.get(tag)
-        if handler is None:
-            self.fail(f"unknown tag {tag:#04x}")
-        return handler(self, depth)
+        kind = self.tag()
+        if kind == 0x4E:
+            name = None
+        elif kind == 0x73:  # s
+            name = _str(self)
+        else:
+            self.fail("a time zone name must be a str or None")
+        try:
+            delta = _dt.timedelta(microseconds=offset)
+            return _dt.timezone(delta) if name is None else _dt.timezone(delta, name)
+        except (ValueError, OverflowError) as exc:
+            self.fail(f"invalid time zone: {exc}")
 
     def hashed(self, items: list[Any], kind: str) -> None:
         counts: dict[int, int] = {}
@@ -393,33 +391,77 @@ class _Decoder:
                 self.fail(f"more than {MAX_HASH_COLLISIONS} {kind}s share one hash value")
             counts[h] = seen
 
+    def finish(self, tag: int, items: list[Any]) -> object:
+        if tag == 0x6C:  # l
+            return items
+        if tag == 0x74:  # t
+            return tuple(items)
+        if tag == 0x64:  # d
+            keys = items[0::2]
+            self.hashed(keys, "dict key")
+            result = dict(zip(keys, items[1::2], strict=True))
+            if len(result) != len(keys):
+                self.fail("duplicate dict keys")
+            return result
+        self.hashed(items, "set element")
+        built = set(items) if tag == 0x53 else frozenset(items)  # S, Z
+        if len(built) != len(items):
+            self.fail("duplicate set elements")
+        return built
 
-def _none(d: _Decoder, depth: int) -> object:
-    return None
+    def run(self) -> object:
+        # each frame: [tag, items still expected, items so far]
+        stack: list[list[Any]] = []
+        scalars = _SCALARS
+        value: object
+        while True:
+            tag = self.tag()
+            if tag in _CONTAINERS:
+                n = self.uvarint()
+                if tag == 0x64:  # d: a key and a value per entry
+                    n *= 2
+                # every item takes at least one byte: refuse counts the data cannot hold
+                # before looping over them
+                if n > self.end - self.pos:
+                    self.fail(f"{n} items declared, {self.end - self.pos} bytes left")
+                if len(stack) >= MAX_DEPTH:
+                    self.fail(f"values nested deeper than {MAX_DEPTH} levels")
+                if n:
+                    stack.append([tag, n, []])
+                    continue
+                value = self.finish(tag, [])
+            else:
+                handler = scalars.get(tag)
+                if handler is None:
+                    self.pos -= 1
+                    self.fail(f"unknown tag {tag:#04x}")
+                value = handler(self)
+            while stack:
+                frame = stack[-1]
+                frame[2].append(value)
+                frame[1] -= 1
+                if frame[1]:
+                    break
+                stack.pop()
+                value = self.finish(frame[0], frame[2])
+            else:
+                return value
 
 
-def _true(d: _Decoder, depth: int) -> object:
-    return True
-
-
-def _false(d: _Decoder, depth: int) -> object:
-    return False
-
-
-def _int(d: _Decoder, depth: int) -> object:
+def _int(d: _Decoder) -> object:
     return int.from_bytes(d.take(d.uvarint()), "little", signed=True)
 
 
-def _float(d: _Decoder, depth: int) -> object:
+def _float(d: _Decoder) -> object:
     return d.unpack(_F64)[0]
 
 
-def _complex(d: _Decoder, depth: int) -> object:
+def _complex(d: _Decoder) -> object:
     real, imag = d.unpack(_C128)
     return complex(real, imag)
 
 
-def _str(d: _Decoder, depth: int) -> object:
+def _str(d: _Decoder) -> str:
     raw = d.take(d.uvarint())
     try:
         return str(raw, "utf-8", "surrogatepass")
@@ -427,11 +469,11 @@ def _str(d: _Decoder, depth: int) -> object:
         d.fail(f"invalid UTF-8 in a str: {exc.reason}")
 
 
-def _bytes(d: _Decoder, depth: int) -> object:
+def _bytes(d: _Decoder) -> object:
     return bytes(d.take(d.uvarint()))
 
 
-def _oob_bytes(d: _Decoder, depth: int) -> object:
+def _oob_bytes(d: _Decoder) -> object:
     index = d.uvarint()
     if index >= len(d.buffers):
         d.fail(f"out-of-band buffer {index} requested, {len(d.buffers)} given")
@@ -442,67 +484,10 @@ def _oob_bytes(d: _Decoder, depth: int) -> object:
     return buf if type(buf) is bytes else bytes(buf)
 
 
-def _items(d: _Decoder, depth: int) -> list[Any]:
-    if depth >= MAX_DEPTH:
-        d.fail(f"values nested deeper than {MAX_DEPTH} levels")
-    depth += 1
-    value = d.value
-    return [value(depth) for _ in range(d.count())]
-
-
-def _list(d: _Decoder, depth: int) -> object:
-    return _items(d, depth)
-
-
-def _tuple(d: _Decoder, depth: int) -> object:
-    return tuple(_items(d, depth))
-
-
-def _set_items(d: _Decoder, depth: int) -> list[Any]:
-    items = _items(d, depth)
-    d.hashed(items, "set element")
-    return items
-
-
-def _set(d: _Decoder, depth: int) -> object:
-    items = _set_items(d, depth)
-    result = set(items)
-    if len(result) != len(items):
-        d.fail("duplicate set elements")
-    return result
-
-
-def _frozenset(d: _Decoder, depth: int) -> object:
-    items = _set_items(d, depth)
-    result = frozenset(items)
-    if len(result) != len(items):
-        d.fail("duplicate frozenset elements")
-    return result
-
-
-def _dict(d: _Decoder, depth: int) -> object:
-    if depth >= MAX_DEPTH:
-        d.fail(f"values nested deeper than {MAX_DEPTH} levels")
-    depth += 1
-    n = d.count()
-    value = d.value
-    keys: list[Any] = []
-    values: list[Any] = []
-    for _ in range(n):
-        keys.append(value(depth))
-        values.append(value(depth))
-    d.hashed(keys, "dict key")
-    result = dict(zip(keys, values, strict=True))
-    if len(result) != n:
-        d.fail("duplicate dict keys")
-    return result
-
-
-def _decimal(d: _Decoder, depth: int) -> object:
+def _decimal(d: _Decoder) -> object:
     raw = d.take(d.uvarint())
     try:
-        text = str(raw, "ascii")
-        return decimal.Decimal(text)
+        return decimal.Decimal(str(raw, "ascii"))
     except (UnicodeDecodeError, ArithmeticError, ValueError):
         d.fail("invalid Decimal")
 
@@ -514,45 +499,41 @@ def _checked(d: _Decoder, build: Callable[[], object], what: str) -> object:
         d.fail(f"invalid {what}: {exc}")
 
 
-def _timedelta(d: _Decoder, depth: int) -> object:
+def _timedelta(d: _Decoder) -> object:
     days, seconds, micro = d.unpack(_TIMEDELTA)
     return _checked(d, lambda: _dt.timedelta(days, seconds, micro), "timedelta")
 
 
-def _date(d: _Decoder, depth: int) -> object:
+def _date(d: _Decoder) -> object:
     fields = d.unpack(_DATE)
     return _checked(d, lambda: _dt.date(*fields), "date")
 
 
-def _time(d: _Decoder, depth: int) -> object:
+def _time(d: _Decoder) -> object:
     h, m, s, us, fold = d.unpack(_TIME)
     tz = d.tz()
     return _checked(d, lambda: _dt.time(h, m, s, us, tz, fold=fold), "time")
 
 
-def _datetime(d: _Decoder, depth: int) -> object:
+def _datetime(d: _Decoder) -> object:
     y, mo, day, h, m, s, us, fold = d.unpack(_DATETIME)
     tz = d.tz()
     return _checked(d, lambda: _dt.datetime(y, mo, day, h, m, s, us, tz, fold=fold), "datetime")
 
 
-_HANDLERS: dict[int, Callable[[_Decoder, int], object]] = {
+_CONTAINERS = frozenset(b"ltdSZ")
+_SCALARS: dict[int, Callable[[_Decoder], object]] = {
     ord(tag): fn
     for tag, fn in {
-        "N": _none,
-        "T": _true,
-        "F": _false,
+        "N": lambda d: None,
+        "T": lambda d: True,
+        "F": lambda d: False,
         "i": _int,
         "f": _float,
         "c": _complex,
         "s": _str,
         "b": _bytes,
         "B": _oob_bytes,
-        "l": _list,
-        "t": _tuple,
-        "d": _dict,
-        "S": _set,
-        "Z": _frozenset,
         "M": _decimal,
         "R": _timedelta,
         "D": _date,
@@ -581,10 +562,7 @@ def decode(data: Buffer, buffers: Sequence[Buffer] = ()) -> object:
             f"not a safe-mode result: the stream does not start with the codec's magic {MAGIC!r}"
         )
     d = _Decoder(view, len(MAGIC), buffers)
-    try:
-        result = d.value(0)
-    except RecursionError:
-        d.fail("nested too deeply for the interpreter's recursion limit")
+    result = d.run()
     if d.pos != d.end:
         d.fail(f"{d.end - d.pos} trailing bytes after the value")
     if not all(d.used):
