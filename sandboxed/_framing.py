@@ -1,0 +1,144 @@
+"""The wire framing between the caller and a worker: pure encoding plus two small I/O helpers.
+
+A frame is a 16-byte header, a table of part lengths, then the parts::
+
+    kind: u8 | flags: u8 | reserved: u16 | nparts: u32 | total: u64    (network order)
+    len(part 0): u64 | ... | len(part n-1): u64
+    part 0 | part 1 | ...
+
+Parts let pickle protocol 5 out-of-band buffers travel without being copied
+into one big byte string: the sender hands the socket a list of buffers
+(``sendmsg`` gathers them) and the receiver reads each part straight into
+its own ``bytearray``. ``total`` (the sum of the part lengths) is checked
+against a limit *before* anything is allocated, so a hostile worker cannot
+make the caller allocate an arbitrary amount of memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+import struct
+from collections.abc import Sequence
+
+from sandboxed._errors import PayloadTooLargeError
+
+HEADER = struct.Struct("!BBHIQ")
+LENGTH = struct.Struct("!Q")
+MAX_PARTS = 1 << 16
+DEFAULT_LIMIT = 4 << 30
+
+Buffer = bytes | bytearray | memoryview
+
+
+class Kind(enum.IntEnum):
+    """What a frame carries."""
+
+    CALL = 1  # caller -> worker: [header, pickled call, *buffers]
+    RESULT = 2  # worker -> caller: [header, payload, *buffers]
+    ERROR = 3  # worker -> caller: [header, payload]
+    OUTPUT = 4  # worker -> caller: [stream name, bytes]
+    LOG = 5  # worker -> caller: [codec-encoded record]
+    READY = 6  # worker/supervisor -> caller: [codec-encoded info]
+    SPAWN = 7  # caller -> supervisor: [worker id], with the worker's socket as SCM_RIGHTS
+    SPAWNED = 8  # supervisor -> caller: [codec (id, pid)]
+    EXITED = 9  # supervisor -> caller: [codec (id, pid, status)]
+    KILL = 10  # caller -> supervisor: [codec (id, signal)]
+    FAILED = 11  # supervisor/worker -> caller: [codec message]
+
+
+class ProtocolError(ConnectionError):
+    """The peer sent something that is not a frame of this protocol."""
+
+
+def encode_header(kind: Kind, parts: Sequence[Buffer], flags: int = 0) -> bytes:
+    """The header and length table that precede ``parts`` on the wire."""
+    lengths = [memoryview(p).nbytes for p in parts]
+    return HEADER.pack(int(kind), flags, 0, len(parts), sum(lengths)) + b"".join(
+        LENGTH.pack(n) for n in lengths
+    )
+
+
+def decode_header(data: bytes, limit: int) -> tuple[Kind, int, int, int]:
+    """Parse a header: (kind, flags, nparts, total). Raises ProtocolError / PayloadTooLargeError."""
+    kind, flags, _reserved, nparts, total = HEADER.unpack(data)
+    try:
+        k = Kind(kind)
+    except ValueError:
+        raise ProtocolError(f"unknown frame kind {kind}") from None
+    if nparts > MAX_PARTS:
+        raise ProtocolError(f"frame declares {nparts} parts (at most {MAX_PARTS})")
+    if total > limit:
+        raise PayloadTooLargeError(f"{k.name.lower()} frame", total, limit)
+    return k, flags, nparts, total
+
+
+def send_frame(
+    sock: socket.socket, kind: Kind, parts: Sequence[Buffer], fds: Sequence[int] = (), flags: int = 0
+) -> None:
+    """Write one frame (and optionally pass file descriptors with its first byte)."""
+    views = [memoryview(encode_header(kind, parts, flags))]
+    views.extend(memoryview(p).cast("B") for p in parts if memoryview(p).nbytes)
+    if fds:
+        import array
+
+        first = views.pop(0)
+        sent = sock.sendmsg([first], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        if sent < first.nbytes:
+            views.insert(0, first[sent:])
+    while views:
+        sent = sock.sendmsg(views[:512])
+        while sent and views:
+            n = views[0].nbytes
+            if sent >= n:
+                sent -= n
+                views.pop(0)
+            else:
+                views[0] = views[0][sent:]
+                sent = 0
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        r = sock.recv_into(view[got:], min(n - got, 1 << 24))
+        if r == 0:
+            raise EOFError("the peer closed the channel")
+        got += r
+    return buf
+
+
+def recv_frame(sock: socket.socket, limit: int = DEFAULT_LIMIT) -> tuple[Kind, int, list[bytearray]]:
+    """Read one frame: (kind, flags, parts). Raises EOFError when the peer closed the channel."""
+    kind, flags, nparts, total = decode_header(bytes(_recv_exact(sock, HEADER.size)), limit)
+    table = _recv_exact(sock, LENGTH.size * nparts) if nparts else b""
+    lengths = [LENGTH.unpack_from(table, i * LENGTH.size)[0] for i in range(nparts)]
+    if sum(lengths) != total:
+        raise ProtocolError("frame part lengths do not add up to its declared size")
+    return kind, flags, [_recv_exact(sock, n) if n else bytearray() for n in lengths]
+
+
+def recv_frame_with_fds(sock: socket.socket, limit: int = DEFAULT_LIMIT) -> tuple[Kind, list[bytearray], list[int]]:
+    """Like :func:`recv_frame`, also collecting file descriptors passed with the header."""
+    import array
+
+    fds: list[int] = []
+    head = bytearray()
+    while len(head) < HEADER.size:
+        data, anc, _flags, _addr = sock.recvmsg(HEADER.size - len(head), socket.CMSG_SPACE(16 * 4))
+        if not data:
+            raise EOFError("the peer closed the channel")
+        for level, typ, payload in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                arr = array.array("i")
+                arr.frombytes(payload[: len(payload) - len(payload) % arr.itemsize])
+                fds.extend(arr)
+        head += data
+    kind, _flags, nparts, total = decode_header(bytes(head), limit)
+    table = _recv_exact(sock, LENGTH.size * nparts) if nparts else b""
+    lengths = [LENGTH.unpack_from(table, i * LENGTH.size)[0] for i in range(nparts)]
+    if sum(lengths) != total:
+        raise ProtocolError("frame part lengths do not add up to its declared size")
+    return kind, [_recv_exact(sock, n) if n else bytearray() for n in lengths], fds

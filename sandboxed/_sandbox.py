@@ -1,0 +1,557 @@
+"""A sandbox: one transient unit for one option set, and the workers inside it.
+
+The unit's main process is the supervisor of :mod:`sandboxed._worker`, which
+systemd starts with our control socket as its stdin/stdout. Each worker gets
+its own socket (passed to the supervisor with SCM_RIGHTS), so a call talks to
+its worker directly: no relay, no thread hop. The calling thread does its own
+I/O, which keeps a warm call to a single ``sendmsg`` and a few ``recv``s.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sandboxed import _codec, _serial
+from sandboxed._errors import (
+    ManagerError,
+    PayloadTooLargeError,
+    SandboxMemoryError,
+    SandboxTimeoutError,
+    SerializationError,
+    UnitFailedError,
+    WorkerDiedError,
+)
+from sandboxed._framing import DEFAULT_LIMIT, Kind, ProtocolError, recv_frame, send_frame
+from sandboxed._stats import CallStats, CgroupProbe
+
+BOOT = (
+    "import sys,json,base64;sys.path[:]=json.loads(base64.b64decode(sys.argv[1]));"
+    "import sandboxed._worker as w;w.main()"
+)
+START_TIMEOUT = 60.0
+KILL_GRACE = 1.0
+
+log = logging.getLogger("sandboxed")
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def describe_status(status: int) -> tuple[str, int | None, str | None]:
+    """(text, exit code, signal name) of a wait status."""
+    if os.WIFSIGNALED(status):
+        sig = _signal_name(os.WTERMSIG(status))
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"killed by {sig}{core}", None, sig
+    if os.WIFEXITED(status):
+        code = os.WEXITSTATUS(status)
+        return f"exited with status {code}", code, None
+    return f"ended with wait status {status:#x}", None, None
+
+
+class _Worker:
+    __slots__ = ("calls", "exited", "id", "pid", "sock", "status", "unit")
+
+    def __init__(self, unit: _Unit, wid: int, sock: socket.socket) -> None:
+        self.unit = unit
+        self.id = wid
+        self.sock = sock
+        self.pid: int | None = None
+        self.status: int | None = None
+        self.exited = threading.Event()
+        self.calls = 0
+
+    def kill(self, sig: int) -> None:
+        self.unit.send_control(Kind.KILL, [_codec.encode((self.id, int(sig)))])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class _Unit:
+    """A started transient unit: its control channel and its workers."""
+
+    def __init__(self, sandbox: Sandbox, name: str) -> None:
+        self.sandbox = sandbox
+        self.name = name
+        self.ctl: socket.socket | None = None
+        self.diag: socket.socket | None = None
+        self.workers: dict[int, _Worker] = {}
+        self.ids = itertools.count(1)
+        self.alive = False
+        self.ready = threading.Event()
+        self.info: dict[str, Any] = {}
+        self.ctl_lock = threading.Lock()
+        self.reader: threading.Thread | None = None
+        self.probe: CgroupProbe | None = None
+        self.failure: BaseException | None = None
+
+    # -- start ---------------------------------------------------------------------
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        from sandboxed import _manager
+
+        ctl_here, ctl_there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        diag_here, diag_there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.ctl, self.diag = ctl_here, diag_here
+        props = self.sandbox.unit_properties(ctl_there.fileno(), diag_there.fileno())
+        client = _manager_client()
+        try:
+            client.start_transient_unit(self.name, props, wait=False)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            ctl_there.close()
+            diag_there.close()
+        self.ctl.settimeout(timeout)
+        try:
+            kind, _flags, parts = recv_frame(self.ctl, limit=1 << 20)
+            if kind != Kind.READY:
+                raise ProtocolError(f"expected READY, got {kind.name}")
+            info = _codec.decode(parts[0])
+            self.info = info if isinstance(info, dict) else {}
+        except (EOFError, OSError, ProtocolError) as e:
+            detail = self._diagnostics(client)
+            self.close()
+            with contextlib.suppress(Exception):
+                client.stop_unit(self.name, wait=False)
+            raise UnitFailedError(self.name, f"the worker did not start ({e})", detail) from None
+        self.ctl.settimeout(None)
+        self.alive = True
+        self.probe = CgroupProbe(self.name, _manager.current())
+        self.reader = threading.Thread(
+            target=self._read_control, name=f"sandboxed-ctl-{self.name}", daemon=True
+        )
+        self.reader.start()
+
+    def _diagnostics(self, client: Any) -> str:
+        text = ""
+        if self.diag is not None:
+            self.diag.setblocking(False)
+            with contextlib.suppress(OSError):
+                text = self.diag.recv(1 << 16).decode(errors="replace")
+        try:
+            props = client.get_unit_properties(self.name, "org.freedesktop.systemd1.Service")
+            status = props.get("ExecMainStatus")
+            result = props.get("Result")
+            extra = f"unit result {result!r}, main process exit status {status}"
+            if status == 226:
+                extra += " (226/NAMESPACE: systemd could not set up the unit's mount namespace)"
+            text = (text + "\n" + extra).strip()
+        except Exception:  # noqa: BLE001
+            pass
+        return text
+
+    # -- control channel -----------------------------------------------------------------
+
+    def send_control(self, kind: Kind, parts: Sequence[bytes], fds: Sequence[int] = ()) -> None:
+        if self.ctl is None:
+            raise EOFError("the unit is gone")
+        with self.ctl_lock:
+            send_frame(self.ctl, kind, parts, fds)
+
+    def _read_control(self) -> None:
+        assert self.ctl is not None
+        try:
+            while True:
+                kind, _flags, parts = recv_frame(self.ctl, limit=1 << 20)
+                if kind == Kind.SPAWNED:
+                    wid, pid = _codec.decode(parts[0])  # type: ignore[misc]
+                    w = self.workers.get(int(wid))
+                    if w is not None:
+                        w.pid = int(pid)
+                elif kind == Kind.EXITED:
+                    wid, _pid, status = _codec.decode(parts[0])  # type: ignore[misc]
+                    w = self.workers.pop(int(wid), None)
+                    if w is not None:
+                        w.status = int(status)
+                        w.exited.set()
+                elif kind == Kind.FAILED:
+                    log.warning("sandbox %s: %s", self.name, _codec.decode(parts[0]))
+        except (EOFError, OSError, ProtocolError, ValueError):
+            pass
+        self.alive = False
+        for w in list(self.workers.values()):
+            w.exited.set()
+        self.sandbox._unit_gone(self)
+
+    def spawn(self) -> _Worker:
+        here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        wid = next(self.ids)
+        w = _Worker(self, wid, here)
+        self.workers[wid] = w
+        try:
+            self.send_control(Kind.SPAWN, [str(wid).encode()], [there.fileno()])
+        except (OSError, EOFError) as e:
+            self.workers.pop(wid, None)
+            w.close()
+            raise WorkerDiedError(self.name, f"cannot reach the unit's supervisor: {e}") from None
+        finally:
+            there.close()
+        return w
+
+    def close(self) -> None:
+        self.alive = False
+        for s in (self.ctl, self.diag):
+            if s is not None:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()
+        for w in list(self.workers.values()):
+            w.close()
+
+    def stop(self, wait: bool = True) -> None:
+        """Close the channels (the supervisor exits on EOF) and stop the unit."""
+        self.close()
+        with contextlib.suppress(Exception):
+            _manager_client().stop_unit(self.name, wait=wait, timeout=30)
+
+
+_client_lock = threading.Lock()
+_client: Any = None
+
+
+def _manager_client() -> Any:
+    """The process's shared manager connection, reconnected when it dropped."""
+    global _client
+    from sandboxed import _manager
+    from sandboxed._bus import ManagerClient
+
+    with _client_lock:
+        if _client is None or _client.closed:
+            loc = _manager.current()
+            try:
+                _client = ManagerClient(loc.address)
+            except ManagerError:
+                # The manager may have been restarted (embedded) or moved: look again.
+                _manager.forget()
+                _client = ManagerClient(_manager.current().address)
+        return _client
+
+
+def _reset_after_fork() -> None:
+    global _client
+    _client = None
+
+
+class Sandbox:
+    """All units and workers for one option set in this process."""
+
+    def __init__(self, options: Any, max_workers: int | None = None) -> None:
+        self.options = options
+        self.max_workers = max_workers or int(getattr(options, "workers", 0) or 0) or min(
+            4, os.cpu_count() or 1
+        )
+        self._cond = threading.Condition()
+        self._unit: _Unit | None = None
+        self._starting = False
+        self._idle: list[_Worker] = []
+        self._busy = 0
+        self._closed = False
+        self._serial = itertools.count(1)
+        self._props_cache: list[tuple[str, str, object]] | None = None
+        self.last_stats: CallStats | None = None
+
+    # -- unit properties ---------------------------------------------------------------
+
+    def base_properties(self) -> list[tuple[str, str, object]]:
+        if self._props_cache is None:
+            from sandboxed._unitprops import unit_properties
+
+            self._props_cache = unit_properties(self.options)
+        return self._props_cache
+
+    def unit_properties(self, ctl_fd: int, diag_fd: int) -> list[tuple[str, str, object]]:
+        path = [os.getcwd() if p == "" else p for p in sys.path]
+        arg = base64.b64encode(json.dumps(path).encode()).decode()
+        exe = sys.executable
+        props = [
+            ("Description", "s", f"sandboxed worker of pid {os.getpid()}"),
+            ("ExecStart", "a(sasb)", [(exe, [exe, "-s", "-B", "-c", BOOT, arg], False)]),
+            ("StandardInputFileDescriptor", "h", ctl_fd),
+            ("StandardOutputFileDescriptor", "h", ctl_fd),
+            ("StandardErrorFileDescriptor", "h", diag_fd),
+            ("CollectMode", "s", "inactive-or-failed"),
+        ]
+        props.extend(self.base_properties())
+        return props
+
+    @property
+    def unit_name(self) -> str | None:
+        u = self._unit
+        return u.name if u is not None else None
+
+    def _new_unit_name(self) -> str:
+        key = getattr(self.options, "key", "0" * 12)[:12]
+        return f"sandboxed-{key}-{os.getpid()}-{secrets.token_hex(3)}.service"
+
+    # -- workers -------------------------------------------------------------------------
+
+    def ensure_unit(self) -> _Unit:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError("this sandbox has been shut down")
+                u = self._unit
+                if u is not None and u.alive:
+                    return u
+                if not self._starting:
+                    self._starting = True
+                    break
+                self._cond.wait()
+        try:
+            u = _Unit(self, self._new_unit_name())
+            u.start()
+        except BaseException:
+            with self._cond:
+                self._starting = False
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._unit = u
+            self._idle = []
+            self._starting = False
+            self._cond.notify_all()
+        return u
+
+    def _acquire(self) -> _Worker:
+        unit = self.ensure_unit()
+        with self._cond:
+            while True:
+                while self._idle:
+                    w = self._idle.pop()
+                    if w.unit is unit and unit.alive and not w.exited.is_set():
+                        self._busy += 1
+                        return w
+                    w.close()
+                if self._busy < self.max_workers:
+                    self._busy += 1
+                    break
+                self._cond.wait()
+        try:
+            return unit.spawn()
+        except BaseException:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify()
+            raise
+
+    def _release(self, w: _Worker, healthy: bool) -> None:
+        with self._cond:
+            self._busy -= 1
+            if healthy and not self._closed and w.unit is self._unit and w.unit.alive:
+                self._idle.append(w)
+            else:
+                w.close()
+            self._cond.notify()
+
+    def _unit_gone(self, unit: _Unit) -> None:
+        with self._cond:
+            if self._unit is unit:
+                self._unit = None
+            self._idle = [w for w in self._idle if w.unit is not unit]
+            self._cond.notify_all()
+        unit.close()
+        # A unit whose supervisor died may still be loaded (failed): let systemd collect it.
+        with contextlib.suppress(Exception):
+            client = _manager_client()
+            client.stop_unit(unit.name, wait=False)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def call(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+        on_start: Callable[[Callable[[], None]], None] | None = None,
+        stats: bool = True,
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a worker and return its result (or raise its error).
+
+        ``on_start`` receives a function that cancels the running call (kills its worker).
+        """
+        opts = self.options
+        safe = bool(getattr(opts, "safe_results", False))
+        if timeout is None:
+            timeout = getattr(opts, "timeout", None)
+        limit = int(getattr(opts, "max_payload", 0) or DEFAULT_LIMIT)
+        parts = _serial.dumps_call(fn, args, kwargs)
+        size = sum(memoryview(p).nbytes for p in parts)
+        if size > limit:
+            raise PayloadTooLargeError("call (function and arguments)", size, limit)
+        header = _codec.encode(
+            {"safe": safe, "log_level": logging.getLogger().getEffectiveLevel()}
+        )
+        w = self._acquire()
+        healthy = False
+        cancelled = threading.Event()
+
+        def cancel() -> None:
+            cancelled.set()
+            with contextlib.suppress(Exception):
+                w.kill(signal.SIGKILL)
+
+        if on_start is not None:
+            on_start(cancel)
+        probe = w.unit.probe if stats else None
+        before = probe.snapshot() if probe is not None else None
+        t0 = time.monotonic()
+        try:
+            try:
+                send_frame(w.sock, Kind.CALL, [header, *parts])
+            except OSError:
+                raise self._died(w, cancelled) from None
+            deadline = None if timeout is None else t0 + float(timeout)
+            while True:
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._stop_worker(w)
+                        raise SandboxTimeoutError(float(timeout), w.unit.name)  # type: ignore[arg-type]
+                    w.sock.settimeout(remaining)
+                try:
+                    kind, _flags, reply = recv_frame(w.sock, limit=limit)
+                except TimeoutError:
+                    continue
+                except (EOFError, ConnectionError, ProtocolError):
+                    raise self._died(w, cancelled) from None
+                if kind == Kind.OUTPUT:
+                    _write_output(bytes(reply[0]), reply[1])
+                elif kind == Kind.LOG:
+                    _emit_log(reply[0])
+                elif kind in (Kind.RESULT, Kind.ERROR):
+                    w.sock.settimeout(None)
+                    healthy = True
+                    w.calls += 1
+                    if kind == Kind.RESULT:
+                        self._record(probe, before, t0)
+                        return _serial.loads_result(reply[0], reply[1:], safe=safe)
+                    self._record(probe, before, t0)
+                    raise _serial.loads_exception(reply[0], reply[1:], safe=safe)
+        except PayloadTooLargeError:
+            self._stop_worker(w)
+            raise
+        finally:
+            self._release(w, healthy)
+
+    def _record(self, probe: CgroupProbe | None, before: Any, t0: float) -> None:
+        if probe is None or before is None:
+            return
+        with contextlib.suppress(Exception):
+            self.last_stats = probe.delta(before, time.monotonic() - t0)
+            _stats_local.last = self.last_stats
+
+    def _stop_worker(self, w: _Worker) -> None:
+        """Terminate, then kill, a worker whose call we abandon."""
+        with contextlib.suppress(Exception):
+            w.kill(signal.SIGTERM)
+            if not w.exited.wait(KILL_GRACE):
+                w.kill(signal.SIGKILL)
+                w.exited.wait(KILL_GRACE)
+        w.close()
+
+    def _died(self, w: _Worker, cancelled: threading.Event) -> BaseException:
+        """The error for a call whose worker vanished."""
+        unit = w.unit
+        w.exited.wait(2.0)
+        if cancelled.is_set():
+            import asyncio
+
+            return asyncio.CancelledError()
+        status = w.status
+        if status is None:
+            if not unit.alive:
+                return WorkerDiedError(unit.name, "the unit stopped while the call was running")
+            return WorkerDiedError(unit.name, "the channel to the worker closed unexpectedly")
+        text, code, sig = describe_status(status)
+        if sig == "SIGKILL" and unit.probe is not None and unit.probe.oom_killed():
+            return SandboxMemoryError(unit.name, _memory_limit(self.options))
+        if sig == "SIGKILL":
+            text += " (from outside the call: SIGKILL was sent to the worker)"
+        err = WorkerDiedError(unit.name, text, exit_code=code, signal=sig)
+        return err
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._cond:
+            self._closed = True
+            unit, self._unit = self._unit, None
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for w in idle:
+            w.close()
+        if unit is not None:
+            unit.stop(wait=wait)
+
+
+_stats_local = threading.local()
+
+
+def _memory_limit(options: Any) -> int | None:
+    get = getattr(options, "get", None)
+    if get is None:
+        return None
+    for name in ("MemoryMax", "MemoryLimit"):
+        d = get(name)
+        if d is not None:
+            v = getattr(d, "value", d)
+            if isinstance(v, int):
+                return v
+    return None
+
+
+def _write_output(stream: bytes, data: bytearray) -> None:
+    target = sys.stderr if stream == b"stderr" else sys.stdout
+    text = bytes(data).decode("utf-8", errors="replace")
+    try:
+        target.write(text)
+        target.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _emit_log(data: bytearray) -> None:
+    try:
+        rec = _codec.decode(data)
+    except Exception:  # noqa: BLE001 - a malformed record is dropped, not raised in the caller
+        return
+    if not isinstance(rec, dict):
+        return
+    allowed = {
+        "name", "levelno", "levelname", "msg", "pathname", "filename", "module", "lineno",
+        "funcName", "created", "msecs", "process", "threadName", "exc_text",
+    }
+    fields = {k: v for k, v in rec.items() if k in allowed}
+    fields["args"] = None
+    record = logging.makeLogRecord(fields)
+    logger = logging.getLogger(str(fields.get("name", "root")))
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
+
+
+def _serial_probe() -> Any:  # pragma: no cover - kept for symmetry in tests
+    return _serial
+
+
+__all__ = ["Sandbox", "SerializationError", "describe_status"]

@@ -1,0 +1,208 @@
+"""Per-call resource accounting, read from the unit's cgroup on the host side.
+
+The figures come from the kernel's cgroup files of the unit (not from the
+worker, which runs untrusted code): CPU time, peak memory, block I/O bytes and
+tasks. Both cgroup2 and the v1 controllers of a hybrid layout are read. When
+several calls run in the same unit at once, each call's figures cover the
+whole unit during that call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class CallStats:
+    """What one call used.
+
+    ``cpu_time`` (user+system seconds), ``wall_time`` (seconds), ``peak_memory``
+    (bytes, the cgroup's high-water mark during the call, or None), ``io_read_bytes``
+    and ``io_write_bytes`` (block I/O, or None), ``tasks`` (tasks in the unit
+    at the end of the call, or its peak where the kernel reports one).
+    """
+
+    cpu_time: float
+    wall_time: float
+    peak_memory: int | None
+    io_read_bytes: int | None
+    io_write_bytes: int | None
+    tasks: int | None
+    unit: str
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _keyed(text: str | None, key: str) -> int | None:
+    if text is None:
+        return None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == key:
+            return int(parts[1])
+    return None
+
+
+@attrs.define
+class _Snapshot:
+    cpu_ns: int | None
+    io: tuple[int, int] | None
+    peak_fd: int | None
+
+
+class CgroupProbe:
+    """Reads a unit's cgroup files; resolves where they are on first use."""
+
+    def __init__(self, unit: str, location: Any) -> None:
+        self.unit = unit
+        self.location = location
+        self._dirs: dict[str, str] | None = None
+        self._oom_seen = 0
+
+    def dirs(self) -> dict[str, str]:
+        if self._dirs is None:
+            from sandboxed._sandbox import _manager_client
+
+            cg = str(_manager_client().get_property(
+                _manager_client().unit_path(self.unit),
+                "org.freedesktop.systemd1.Service",
+                "ControlGroup",
+            ))
+            dirs = {}
+            for name in ("unified", "cpuacct", "memory", "blkio", "pids", "cpu"):
+                d = self.location.cgroup_dir(name, cg) if cg else None
+                if d and os.path.isdir(d):
+                    dirs[name] = d
+            if not dirs and cg:
+                d = "/sys/fs/cgroup" + cg
+                if os.path.isdir(d):
+                    dirs["unified"] = d
+            self._dirs = dirs
+        return self._dirs
+
+    def _file(self, *candidates: tuple[str, str]) -> str | None:
+        dirs = self.dirs()
+        for hierarchy, name in candidates:
+            d = dirs.get(hierarchy)
+            if d and os.path.exists(os.path.join(d, name)):
+                return os.path.join(d, name)
+        return None
+
+    def cpu_ns(self) -> int | None:
+        f = self._file(("unified", "cpu.stat"))
+        if f is not None:
+            usec = _keyed(_read(f), "usage_usec")
+            if usec is not None:
+                return usec * 1000
+        f = self._file(("cpuacct", "cpuacct.usage"), ("cpu", "cpuacct.usage"))
+        if f is not None:
+            text = _read(f)
+            return int(text) if text and text.strip().isdigit() else None
+        return None
+
+    def io_bytes(self) -> tuple[int, int] | None:
+        f = self._file(("unified", "io.stat"))
+        if f is not None:
+            r = w = 0
+            for line in (_read(f) or "").splitlines():
+                for field in line.split()[1:]:
+                    k, _, v = field.partition("=")
+                    if k == "rbytes":
+                        r += int(v)
+                    elif k == "wbytes":
+                        w += int(v)
+            return r, w
+        f = self._file(("blkio", "blkio.throttle.io_service_bytes_recursive"), ("blkio", "blkio.throttle.io_service_bytes"))
+        if f is not None:
+            r = w = 0
+            for line in (_read(f) or "").splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[1] == "Read":
+                    r += int(parts[2])
+                elif len(parts) == 3 and parts[1] == "Write":
+                    w += int(parts[2])
+            return r, w
+        return None
+
+    def _reset_peak(self) -> int | None:
+        f = self._file(("unified", "memory.peak"))
+        if f is not None:
+            with contextlib.suppress(OSError):
+                fd = os.open(f, os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    os.write(fd, b"0")
+                except OSError:
+                    os.close(fd)
+                    return None
+                return fd
+        f = self._file(("memory", "memory.max_usage_in_bytes"))
+        if f is not None:
+            with contextlib.suppress(OSError), open(f, "w") as fh:
+                fh.write("0")
+        return None
+
+    def peak_memory(self, fd: int | None) -> int | None:
+        if fd is not None:
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                return int(os.read(fd, 64).decode().strip())
+            except (OSError, ValueError):
+                return None
+            finally:
+                os.close(fd)
+        f = self._file(("memory", "memory.max_usage_in_bytes"), ("unified", "memory.peak"))
+        text = _read(f) if f else None
+        return int(text) if text and text.strip().isdigit() else None
+
+    def tasks(self) -> int | None:
+        for hierarchy in ("unified", "pids"):
+            for name in ("pids.peak", "pids.current"):
+                f = self._file((hierarchy, name))
+                if f:
+                    text = _read(f)
+                    if text and text.strip().isdigit():
+                        return int(text)
+        return None
+
+    def snapshot(self) -> _Snapshot:
+        return _Snapshot(self.cpu_ns(), self.io_bytes(), self._reset_peak())
+
+    def delta(self, before: _Snapshot, wall: float) -> CallStats:
+        cpu = self.cpu_ns()
+        io = self.io_bytes()
+        return CallStats(
+            cpu_time=((cpu - before.cpu_ns) / 1e9) if cpu is not None and before.cpu_ns is not None else 0.0,
+            wall_time=wall,
+            peak_memory=self.peak_memory(before.peak_fd),
+            io_read_bytes=(io[0] - before.io[0]) if io and before.io else None,
+            io_write_bytes=(io[1] - before.io[1]) if io and before.io else None,
+            tasks=self.tasks(),
+            unit=self.unit,
+        )
+
+    def oom_kills(self) -> int:
+        f = self._file(("unified", "memory.events"))
+        n = _keyed(_read(f), "oom_kill") if f else None
+        if n is None:
+            f = self._file(("memory", "memory.oom_control"))
+            n = _keyed(_read(f), "oom_kill") if f else None
+        return n or 0
+
+    def oom_killed(self) -> bool:
+        """True when the kernel's OOM killer struck in this unit since we last asked."""
+        try:
+            n = self.oom_kills()
+        except Exception:  # noqa: BLE001
+            return False
+        seen, self._oom_seen = self._oom_seen, n
+        return n > seen

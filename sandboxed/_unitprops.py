@@ -1,0 +1,100 @@
+"""The D-Bus properties of a sandbox unit: the user's directives plus what the worker needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandboxed._directives import Directive
+from sandboxed._reach import Identity, needed_paths, plan
+
+Property = tuple[str, str, object]
+
+# Directives sandboxed sets itself; a user value for them would break the channel.
+RESERVED = {
+    "ExecStart",
+    "StandardInput",
+    "StandardOutput",
+    "StandardError",
+    "StandardInputFileDescriptor",
+    "StandardOutputFileDescriptor",
+    "StandardErrorFileDescriptor",
+    "Type",
+}
+
+
+def _value(options: Any, name: str) -> Any:
+    d = options.get(name)
+    return None if d is None else getattr(d, "value", d)
+
+
+def _strings(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    out = []
+    for v in value:
+        out.append(v[0] if isinstance(v, tuple) else str(v))
+    return out
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() in ("yes", "true", "1", "on")
+    return bool(value)
+
+
+def reach_directives(options: Any) -> tuple[list[Directive], Directive | None, tuple[str, ...]]:
+    """Extra directives that make the interpreter and code reachable (see :mod:`_reach`)."""
+    user = _value(options, "User")
+    who = Identity.of(
+        str(user) if user is not None else None,
+        dynamic=_bool(_value(options, "DynamicUser")),
+        private_users=_bool(_value(options, "PrivateUsers")),
+    )
+    protect_home = _value(options, "ProtectHome")
+    if isinstance(protect_home, bool):
+        protect_home = "yes" if protect_home else "no"
+    r = plan(
+        needed_paths(),
+        who,
+        str(protect_home) if protect_home is not None else None,
+        inaccessible=_strings(_value(options, "InaccessiblePaths")),
+        temporary=_strings(_value(options, "TemporaryFileSystem")),
+    )
+    extra = []
+    if r.tmpfs:
+        extra.append(Directive.of("TemporaryFileSystem", [f"{p}:ro" for p in r.tmpfs]))
+    if r.binds:
+        extra.append(Directive.of("BindReadOnlyPaths", list(r.binds)))
+    replaced = Directive.of("ProtectHome", r.protect_home) if r.protect_home else None
+    return extra, replaced, r.notes
+
+
+def merged_directives(options: Any) -> tuple[list[Any], tuple[str, ...]]:
+    """The user's directives merged with the reachability ones; also the notes explaining changes."""
+    extra, replaced, notes = reach_directives(options)
+    by_name: dict[str, Any] = {d.name: d for d in options.directives}
+    if replaced is not None:
+        by_name["ProtectHome"] = replaced
+    for d in extra:
+        if d.name in by_name:
+            by_name[d.name] = by_name[d.name].merge(d)
+        else:
+            by_name[d.name] = d
+    return list(by_name.values()), notes
+
+
+def unit_properties(options: Any) -> list[Property]:
+    """All bus properties for ``StartTransientUnit`` except the channel and ExecStart."""
+    directives, _notes = merged_directives(options)
+    props: list[Property] = []
+    for d in directives:
+        props.extend(d.properties())
+    for raw in getattr(options, "raw", ()) or ():
+        props.extend(raw.properties())
+    names = {p[0] for p in props}
+    if "TimeoutStopUSec" not in names:
+        # The supervisor exits at once on SIGTERM; no need for systemd's 90 s default.
+        props.append(("TimeoutStopUSec", "t", 5_000_000))
+    return props

@@ -1,0 +1,296 @@
+"""The process systemd starts as a sandbox unit's main process, and the workers it forks.
+
+systemd starts ``python -m sandboxed._worker`` itself, so every directive of
+the unit applies to it by construction (DESIGN.md). Its standard input and
+output are the *control* socket; its standard error a diagnostics socket the
+caller reads only when start-up fails.
+
+The main process is a small supervisor: for each ``SPAWN`` frame it receives
+a socket (SCM_RIGHTS) and forks a worker that serves calls on it, reports
+``SPAWNED``/``EXITED`` (with the wait status, so a segfault or an OOM kill is
+reported as such) and kills workers on ``KILL``. It is single-threaded, so
+forking is safe, and it exits (taking the unit and every worker with it) as
+soon as the caller's end of the control socket closes: a caller killed with
+SIGKILL leaves nothing running.
+
+This module is imported in the sandbox before any user code: keep its
+imports small, the sandbox's start-up time depends on them.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from sandboxed import _codec
+from sandboxed._framing import Kind, recv_frame, recv_frame_with_fds, send_frame
+
+
+def _info() -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+    }
+
+
+# -- supervisor ------------------------------------------------------------------------------
+
+
+def supervise(ctl: socket.socket) -> None:
+    """Serve the control socket until the caller closes it."""
+    children: dict[int, int] = {}  # pid -> worker id
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    # Termination by systemd (unit stop) must take the workers along.
+    signal.signal(signal.SIGTERM, lambda *_: _terminate(children))
+    send_frame(ctl, Kind.READY, [_codec.encode(_info())])
+    while True:
+        ready, _, _ = select.select([ctl, rfd], [], [])
+        if rfd in ready:
+            try:
+                while os.read(rfd, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            _reap(ctl, children)
+        if ctl in ready:
+            try:
+                kind, parts, fds = recv_frame_with_fds(ctl)
+            except (EOFError, OSError):
+                _terminate(children)
+                os._exit(0)
+            if kind == Kind.SPAWN:
+                wid = int(bytes(parts[0]).decode())
+                if len(fds) != 1:
+                    send_frame(ctl, Kind.FAILED, [_codec.encode(f"SPAWN {wid} without a socket")])
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        os.close(rfd)
+                        os.close(wfd)
+                        signal.set_wakeup_fd(-1)
+                        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                        ctl.close()
+                        serve(socket.socket(fileno=fds[0]))
+                    finally:
+                        os._exit(0)
+                os.close(fds[0])
+                children[pid] = wid
+                send_frame(ctl, Kind.SPAWNED, [_codec.encode((wid, pid))])
+            elif kind == Kind.KILL:
+                wid, sig = _codec.decode(parts[0])  # type: ignore[misc]
+                for pid, w in children.items():
+                    if w == wid:
+                        try:
+                            os.kill(pid, int(sig))
+                        except ProcessLookupError:
+                            pass
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+
+def _reap(ctl: socket.socket, children: dict[int, int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        wid = children.pop(pid, None)
+        if wid is not None:
+            try:
+                send_frame(ctl, Kind.EXITED, [_codec.encode((wid, pid, status))])
+            except OSError:
+                pass
+
+
+def _terminate(children: dict[int, int]) -> None:
+    for pid in list(children):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os._exit(0)
+
+
+# -- worker ----------------------------------------------------------------------------------
+
+
+class _Output:
+    """Forward what is written to fds 1 and 2 (Python and C level) as OUTPUT frames.
+
+    The pump reads a pipe only while it holds the send lock, so when a call ends
+    the worker can drain both pipes and send the result after everything the
+    call printed: nothing printed can overtake or trail its result.
+    """
+
+    def __init__(self, sock: socket.socket, lock: threading.Lock) -> None:
+        self.sock = sock
+        self.lock = lock
+        self.pipes: dict[int, bytes] = {}
+        for fd, name in ((1, b"stdout"), (2, b"stderr")):
+            r, w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(r, False)
+            os.dup2(w, fd)
+            os.close(w)
+            self.pipes[r] = name
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        threading.Thread(target=self._pump, name="sandboxed-output", daemon=True).start()
+
+    def _pump(self) -> None:
+        while True:
+            ready, _, _ = select.select(list(self.pipes), [], [])
+            with self.lock:
+                self._drain(ready)
+
+    def _drain(self, fds: list[int]) -> None:
+        for r in fds:
+            while True:
+                try:
+                    data = os.read(r, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                send_frame(self.sock, Kind.OUTPUT, [self.pipes[r], data])
+
+    def flush_locked(self) -> None:
+        """With the send lock held: forward everything printed so far."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        self._drain(list(self.pipes))
+
+
+class _LogHandler:
+    """A logging handler sending records to the caller as plain data."""
+
+    def __init__(self, sock: socket.socket, lock: threading.Lock) -> None:
+        import logging
+
+        self.sock = sock
+        self.lock = lock
+
+        worker = self
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                try:
+                    msg = record.getMessage()
+                    exc_text = None
+                    if record.exc_info:
+                        exc_text = logging.Formatter().formatException(record.exc_info)
+                    data = {
+                        "name": record.name,
+                        "levelno": record.levelno,
+                        "levelname": record.levelname,
+                        "msg": msg,
+                        "pathname": record.pathname,
+                        "filename": record.filename,
+                        "module": record.module,
+                        "lineno": record.lineno,
+                        "funcName": record.funcName,
+                        "created": record.created,
+                        "msecs": record.msecs,
+                        "process": record.process,
+                        "threadName": record.threadName,
+                        "exc_text": exc_text,
+                    }
+                    with worker.lock:
+                        send_frame(worker.sock, Kind.LOG, [_codec.encode(data)])
+                except Exception:
+                    self.handleError(record)
+
+        self.handler = Handler()
+        root = logging.getLogger()
+        root.handlers[:] = [self.handler]
+        root.setLevel(logging.WARNING)
+
+
+def serve(sock: socket.socket) -> None:
+    """Serve calls on ``sock`` until the caller closes it."""
+    from sandboxed import _serial
+
+    lock = threading.Lock()
+    # Nothing may write into the protocol stream but us.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    output = _Output(sock, lock)
+    logs = _LogHandler(sock, lock)
+    import logging
+
+    while True:
+        try:
+            kind, _flags, parts = recv_frame(sock)
+        except EOFError:
+            return
+        if kind != Kind.CALL:
+            continue
+        header = _codec.decode(parts[0])
+        assert isinstance(header, dict)
+        safe = bool(header.get("safe"))
+        logging.getLogger().setLevel(int(header.get("log_level", logging.WARNING)))
+        ok = True
+        try:
+            fn, args, kwargs = _serial.loads_call(parts[1], parts[2:])
+            value = fn(*args, **kwargs)
+            if _is_awaitable(value):
+                import asyncio
+
+                value = asyncio.run(_await(value))
+        except BaseException as e:  # noqa: BLE001 - SystemExit/KeyboardInterrupt go back too
+            ok = False
+            value = e
+        try:
+            out = _serial.dumps_result(value, safe=safe) if ok else _serial.dumps_exception(value, safe=safe)
+        except BaseException as e:  # noqa: BLE001
+            ok = False
+            out = _serial.dumps_exception(e, safe=safe)
+        with lock:
+            output.flush_locked()
+            send_frame(sock, Kind.RESULT if ok else Kind.ERROR, out)
+        del value, out
+    del logs
+
+
+def _is_awaitable(value: object) -> bool:
+    import inspect
+
+    return inspect.isawaitable(value)
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+def main() -> None:
+    ctl = socket.socket(fileno=os.dup(0))
+    ctl.set_inheritable(False)
+    # fd 0 and 1 were the control socket; make sure nothing else writes there.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    supervise(ctl)
+
+
+if __name__ == "__main__":
+    main()
