@@ -155,10 +155,10 @@ def named_int(
     def convert(value: object) -> Hashable:
         if isinstance(value, str) and value.strip() in names:
             return names[value.strip()]
-        if not numbers and isinstance(value, str):
+        if not numbers:
+            if isinstance(value, int) and not isinstance(value, bool) and value in by_value:
+                return value
             raise Invalid("unknown name")
-        if not numbers and not (isinstance(value, int) and value in by_value):
-            raise Invalid("unknown value")
         return parse_int(value, lo, hi)
 
     return scalar(sig, accepted, convert, lambda v: by_value.get(v, str(v)))
@@ -315,7 +315,7 @@ PERCENT_SCALE = attrs.evolve(PERCENT_SCALE, emit=lambda bus, v: [(bus, "u", v.sc
 # -- lists ----------------------------------------------------------------------------------
 
 
-def _append(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+def append_merge(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
     # An empty assignment resets the list, as in a unit file.
     return b if not b else a + b
 
@@ -348,7 +348,7 @@ def strv(
         convert,
         lambda bus, v: [(bus, "as", list(v))],
         lambda v: [join_words(v, cunescape=cunescape)],
-        _append,
+        append_merge,
     )
 
 
@@ -384,11 +384,11 @@ ENVIRONMENT = Kind(
     _env_convert,
     lambda bus, v: [(bus, "as", list(v))],
     lambda v: [join_words(v, cunescape=True)],
-    _append,
+    append_merge,
 )
 
 
-def _entries(
+def entries(
     parse_entry: Callable[[object], Hashable],
     sig: str,
     to_bus: Callable[[Any], object],
@@ -422,7 +422,7 @@ def _entries(
         convert,
         emit,
         lambda v: [fmt(e) for e in v] or [""],
-        _append,
+        append_merge,
     )
 
 

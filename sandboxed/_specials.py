@@ -10,9 +10,8 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable
-from typing import Any
 
-from sandboxed._kinds import Kind, Property, mask_set, scalar
+from sandboxed._kinds import Kind, Property, append_merge, mask_set, scalar
 from sandboxed._values import (
     INFINITY,
     UINT64_MAX,
@@ -127,10 +126,6 @@ def _bind_emit(bus: str, value: tuple[Bind, ...]) -> list[Property]:
     ]
 
 
-def _append(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
-    return b if not b else a + b
-
-
 BIND_PATHS = Kind(
     "a(ssbt)",
     "bind mounts: 'SRC[:DEST[:rbind|norbind]]' words "
@@ -139,7 +134,7 @@ BIND_PATHS = Kind(
     _bind_convert,
     _bind_emit,
     _bind_render,
-    _append,
+    append_merge,
 )
 
 # -- TemporaryFileSystem= -------------------------------------------------------------------
@@ -163,7 +158,7 @@ TEMPORARY_FS = Kind(
     _tmpfs_convert,
     lambda bus, v: [(bus, "a(ss)", list(v))],
     lambda v: [join_words(f"{p}:{o}" if o else p for p, o in v)],
-    _append,
+    append_merge,
 )
 
 # -- capabilities ---------------------------------------------------------------------------
@@ -283,7 +278,7 @@ IP_ADDRESSES = Kind(
     _ip_convert,
     _ip_emit,
     lambda v: [" ".join(f"{a}/{n}" for _, a, n in v)],
-    _append,
+    append_merge,
 )
 
 # -- signals --------------------------------------------------------------------------------
