@@ -1,0 +1,331 @@
+"""The option set of a sandbox: presets, directives and sandboxed's own options, normalised.
+
+:meth:`OptionSet.build` takes what ``@sandboxed(...)`` and the executor take —
+presets, keyword directives, an ``ns_options`` dict, raw bus properties and
+sandboxed's options — and returns one frozen, hashable value. Two option sets
+that mean the same are equal, whatever the order of the presets and however
+the values were spelled; their :attr:`OptionSet.key` is the same in every
+process. Keyword directives override presets, and each override is recorded
+in :attr:`OptionSet.overrides` and shown by ``repr()``.
+
+This module is pure (it reads ``os.environ`` only for ``env=`` names).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import attrs
+
+from sandboxed._directives import Directive, Property, RawProperty, lookup
+from sandboxed._errors import (
+    ConfigurationError,
+    ConflictingDirectivesError,
+    UnknownDirectiveError,
+)
+from sandboxed._presets import Preset, normalise_option, preset_by_name
+
+__all__ = ["OPTION_NAMES", "OptionSet"]
+
+#: sandboxed's own keyword options (everything else is a systemd directive).
+OPTION_NAMES: Final = ("env", "ns_options", "raw", "safe_results", "timeout", "trusted", "workers")
+
+_UNSET: Final[Any] = object()
+_KEY_VERSION: Final = "sandboxed-options-1"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _directive(name: str, value: object) -> Directive:
+    """Directive.of, with sandboxed's own option names among the suggestions."""
+    try:
+        return Directive.of(name, value)
+    except UnknownDirectiveError as exc:
+        ours = difflib.get_close_matches(name.lower(), OPTION_NAMES, n=2, cutoff=0.6)
+        raise UnknownDirectiveError(name, [*ours, *exc.suggestions][:4]) from None
+
+
+def _env(value: object) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    pairs: dict[str, str] = {}
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, Iterable):
+        names = [value] if isinstance(value, str) else list(value)
+        missing = [n for n in names if n not in os.environ]
+        if missing:
+            raise ConfigurationError(
+                f"env names {', '.join(map(repr, missing))}, which the caller's environment "
+                "does not have; pass env={'NAME': 'value'} to give a value"
+            )
+        items = [(n, os.environ[n]) for n in names]
+    else:
+        raise ConfigurationError(
+            f"invalid env {value!r}; accepted: a dict NAME -> str, or a list of names "
+            "to copy from the caller's environment"
+        )
+    for name, val in items:
+        if not _ENV_NAME.fullmatch(name) or not isinstance(val, str) or "\0" in val:
+            raise ConfigurationError(
+                f"invalid env entry {name!r}={val!r}; accepted: a NAME matching "
+                "[A-Za-z_][A-Za-z0-9_]* and a str value without NUL"
+            )
+        pairs[name] = val
+    return tuple(sorted(pairs.items()))
+
+
+def _spelled(d: Directive) -> str:
+    return "; ".join(d.spec.render(d.value))
+
+
+@attrs.frozen(repr=False)
+class OptionSet:
+    """Everything that defines a sandbox, normalised; hashable, the key of the unit cache.
+
+    Build it with :meth:`build`. Equality covers :attr:`directives`,
+    :attr:`raw`, :attr:`timeout`, :attr:`safe_results`, :attr:`workers` and
+    :attr:`env`; the names of the presets and the record of overrides are
+    informative only.
+    """
+
+    #: The effective systemd directives, sorted by name.
+    directives: tuple[Directive, ...]
+    #: Bus properties passed as given (the escape hatch), sorted.
+    raw: tuple[RawProperty, ...] = ()
+    #: Seconds one call may run, or None. Per call: not part of :attr:`key`.
+    timeout: float | None = None
+    #: Decode results with the plain-data codec, never unpickle them (untrusted code).
+    safe_results: bool = False
+    #: Calls one unit runs in parallel, or None for sandboxed's default.
+    workers: int | None = None
+    #: Environment variables given to the worker, as sorted (name, value) pairs.
+    env: tuple[tuple[str, str], ...] = ()
+    #: The presets it was built from, as written (``NoNetwork | ReadOnly``).
+    presets: str = attrs.field(default="", eq=False)
+    #: ``(name, preset value, keyword value)`` for each keyword that replaced a preset's value.
+    overrides: tuple[tuple[str, object, object], ...] = attrs.field(default=(), eq=False)
+    #: ``(directive name, where it came from)``: a preset's name, "keyword" or "ns_options".
+    origins: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)
+
+    @classmethod
+    def build(
+        cls,
+        *presets: Preset | str | Directive,
+        ns_options: Mapping[str, object] | None = None,
+        timeout: float | None = _UNSET,
+        safe_results: bool | None = _UNSET,
+        trusted: bool | None = _UNSET,
+        workers: int | None = _UNSET,
+        env: Mapping[str, str] | Iterable[str] | None = None,
+        raw: Iterable[RawProperty] = (),
+        **directives: object,
+    ) -> OptionSet:
+        """The option set of ``@sandboxed(*presets, **directives)``.
+
+        ``presets`` are :class:`Preset` values, preset names (``"Hardened"``)
+        or :class:`Directive` values; ``directives`` are systemd directives in
+        their unit-file spelling (``CPUQuota=0.2``), and so are the keys of
+        ``ns_options`` (concurrentd's style). Those explicit directives win
+        over the presets' values, visibly (:attr:`overrides`). ``trusted=False``
+        is ``safe_results=True``. ``env`` is a dict of variables, or names to
+        copy from the caller's environment now.
+
+        Raises :class:`UnknownDirectiveError` (with close names, sandboxed's
+        options included), :class:`InvalidDirectiveValueError`,
+        :class:`ConflictingDirectivesError` (two presets disagree, or a
+        keyword and ``ns_options`` do) and :class:`ConfigurationError`.
+        """
+        composed: Preset | None = None
+        explicit: dict[str, tuple[Directive, str]] = {}
+
+        def add_explicit(d: Directive, where: str) -> None:
+            if d.name in explicit and explicit[d.name][0] != d:
+                seen, seen_where = explicit[d.name]
+                raise ConflictingDirectivesError(
+                    d.name, (_spelled(seen), _spelled(d)), (seen_where, where)
+                )
+            explicit[d.name] = (d, where)
+
+        for p in presets:
+            if isinstance(p, Directive):
+                add_explicit(p, "positional")
+                continue
+            if isinstance(p, str):
+                p = preset_by_name(p)
+            if not isinstance(p, Preset):
+                raise ConfigurationError(
+                    f"{p!r} is not a preset; accepted positionally: a Preset such as "
+                    "NoNetwork, a preset name, or a Directive"
+                )
+            composed = p if composed is None else composed | p
+
+        given: dict[str, object] = {
+            "timeout": timeout,
+            "safe_results": safe_results,
+            "trusted": trusted,
+            "workers": workers,
+        }
+        for name, value in (ns_options or {}).items():
+            if name in given:
+                given[name] = value
+            else:
+                add_explicit(_directive(name, value), "ns_options")
+        for name, value in directives.items():
+            add_explicit(_directive(name, value), "keyword")
+
+        base = composed if composed is not None else Preset.define("none")
+        effective = {d.name: d for d in base.directives}
+        origins = {d.name: _origin(base, d.name) for d in base.directives}
+        overrides: list[tuple[str, object, object]] = []
+        for name, (d, where) in sorted(explicit.items()):
+            if name in effective and effective[name] != d:
+                overrides.append((name, _spelled(effective[name]), _spelled(d)))
+            effective[name] = d
+            origins[name] = where
+
+        options = dict(base.options)
+        final: dict[str, Any] = {}
+        if given["trusted"] is not _UNSET and given["trusted"] is not None:
+            if not isinstance(given["trusted"], bool):
+                raise ConfigurationError(f"invalid trusted {trusted!r}; accepted: True or False")
+            as_safe = not given["trusted"]
+            if given["safe_results"] not in (_UNSET, None, as_safe):
+                raise ConfigurationError(
+                    f"trusted={given['trusted']!r} contradicts safe_results="
+                    f"{given['safe_results']!r}; give only one of them"
+                )
+            given["safe_results"] = as_safe
+        for name in ("timeout", "safe_results", "workers"):
+            from_preset = options.get(name)
+            if given[name] is _UNSET:
+                final[name] = from_preset
+                continue
+            value = normalise_option(name, given[name])
+            if from_preset is not None and value != from_preset:
+                overrides.append((name, from_preset, value))
+            final[name] = value
+
+        raw_props = _raw(raw, effective)
+        return cls(
+            directives=tuple(effective[k] for k in sorted(effective)),
+            raw=raw_props,
+            timeout=final["timeout"],
+            safe_results=bool(final["safe_results"]),
+            workers=final["workers"],
+            env=_env(env),
+            presets=repr(base) if composed is not None else "",
+            overrides=tuple(overrides),
+            origins=tuple(sorted(origins.items())),
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, name: str) -> Directive | None:
+        """The directive ``name`` (unit-file spelling) if set, else None.
+
+        Raises :class:`UnknownDirectiveError` for a name systemd does not know.
+        """
+        canonical = lookup(name).name
+        return next((d for d in self.directives if d.name == canonical), None)
+
+    @property
+    def user(self) -> str | None:
+        """``User=`` as given (a name or a numeric id as text), or None."""
+        d = self.get("User")
+        return None if d is None else str(d.value)
+
+    @property
+    def dynamic_user(self) -> bool:
+        """Whether ``DynamicUser=yes``: the unit runs as a uid allocated when it starts."""
+        d = self.get("DynamicUser")
+        return bool(d is not None and d.value)
+
+    def properties(self) -> list[Property]:
+        """The ``(name, signature, value)`` bus properties for ``StartTransientUnit``."""
+        props = [p for d in self.directives for p in d.properties()]
+        props.extend(p for r in self.raw for p in r.properties())
+        return props
+
+    @property
+    def key(self) -> str:
+        """A 16-hex-digit digest of what shapes the unit, equal in every process.
+
+        It covers the directives, raw properties, ``safe_results``, ``workers``
+        and ``env`` (values included: do not put low-entropy secrets in
+        ``env``, the key may end up in a unit name) — everything but the
+        per-call ``timeout``, so calls that differ only in their timeout can
+        share a unit.
+        """
+        lines = [_KEY_VERSION]
+        lines += [line for d in self.directives for line in d.assignments()]
+        lines += [f"raw {r.name} {r.signature} {r.value!r}" for r in self.raw]
+        lines += [f"safe_results {self.safe_results}", f"workers {self.workers}"]
+        lines += [f"env {name}={value!r}" for name, value in self.env]
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        """A readable, multi-line account: each directive with its origin, then the options."""
+        origin = dict(self.origins)
+        out = [f"presets: {self.presets or '(none)'}"]
+        for d in self.directives:
+            for line in d.assignments():
+                out.append(f"  {line}  [{origin.get(d.name, '?')}]")
+        out += [f"  raw {r.name} ({r.signature}) = {r.value!r}" for r in self.raw]
+        for name, was, now in self.overrides:
+            out.append(f"override: {name}: {was!r} -> {now!r}")
+        out.append(
+            f"timeout={self.timeout!r} safe_results={self.safe_results!r} "
+            f"workers={self.workers!r} env={[n for n, _ in self.env]!r} key={self.key}"
+        )
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        origin = dict(self.origins)
+        parts = [self.presets] if self.presets else []
+        parts += [
+            f"{d.name}={_spelled(d)!r}"
+            for d in self.directives
+            if origin.get(d.name) in ("keyword", "ns_options", "positional")
+        ]
+        parts += [f"raw={[r.name for r in self.raw]!r}"] if self.raw else []
+        for name in ("timeout", "safe_results", "workers"):
+            value = getattr(self, name)
+            if value not in (None, False):
+                parts.append(f"{name}={value!r}")
+        if self.env:
+            parts.append(f"env={[n for n, _ in self.env]!r}")
+        if self.overrides:
+            shown = ", ".join(f"{n}: {a!r} -> {b!r}" for n, a, b in self.overrides)
+            parts.append(f"overrides=[{shown}]")
+        return f"OptionSet({', '.join(parts)})"
+
+
+def _origin(preset: Preset, name: str) -> str:
+    return preset.source_of(name)
+
+
+def _raw(raw: Iterable[RawProperty], effective: Mapping[str, Directive]) -> tuple[RawProperty, ...]:
+    by_name: dict[str, RawProperty] = {}
+    taken = {p[0]: d for d in effective.values() for p in d.properties()}
+    for r in raw:
+        if not isinstance(r, RawProperty):
+            raise ConfigurationError(
+                f"raw= takes RawProperty values, got {r!r}; accepted: "
+                "RawProperty(name, signature, value)"
+            )
+        if r.name in taken:
+            d = taken[r.name]
+            raise ConflictingDirectivesError(
+                r.name, (_spelled(d), repr(r.value)), (f"{d.name}=", "raw")
+            )
+        if r.name in by_name and by_name[r.name] != r:
+            raise ConflictingDirectivesError(
+                r.name, (repr(by_name[r.name].value), repr(r.value)), ("raw", "raw")
+            )
+        by_name[r.name] = r
+    return tuple(by_name[k] for k in sorted(by_name))
