@@ -33,7 +33,16 @@ from sandboxed._presets import Preset, normalise_option, preset_by_name
 __all__ = ["OPTION_NAMES", "OptionSet"]
 
 #: sandboxed's own keyword options (everything else is a systemd directive).
-OPTION_NAMES: Final = ("env", "ns_options", "raw", "safe_results", "timeout", "trusted", "workers")
+OPTION_NAMES: Final = (
+    "env",
+    "max_payload",
+    "ns_options",
+    "raw",
+    "safe_results",
+    "timeout",
+    "trusted",
+    "workers",
+)
 
 _UNSET: Final[Any] = object()
 _KEY_VERSION: Final = "sandboxed-options-1"
@@ -88,8 +97,8 @@ class OptionSet:
     """Everything that defines a sandbox, normalised; hashable, the key of the unit cache.
 
     Build it with :meth:`build`. Equality covers :attr:`directives`,
-    :attr:`raw`, :attr:`timeout`, :attr:`safe_results`, :attr:`workers` and
-    :attr:`env`; the names of the presets and the record of overrides are
+    :attr:`raw`, :attr:`timeout`, :attr:`safe_results`, :attr:`workers`,
+    :attr:`max_payload` and :attr:`env`; the names of the presets and the record of overrides are
     informative only.
     """
 
@@ -103,6 +112,8 @@ class OptionSet:
     safe_results: bool = False
     #: Calls one unit runs in parallel, or None for sandboxed's default.
     workers: int | None = None
+    #: The largest call or result in bytes, or None for sandboxed's default.
+    max_payload: int | None = None
     #: Environment variables given to the worker, as sorted (name, value) pairs.
     env: tuple[tuple[str, str], ...] = ()
     #: The presets it was built from, as written (``NoNetwork | ReadOnly``).
@@ -121,6 +132,7 @@ class OptionSet:
         safe_results: bool | None = _UNSET,
         trusted: bool | None = _UNSET,
         workers: int | None = _UNSET,
+        max_payload: int | str | None = _UNSET,
         env: Mapping[str, str] | Iterable[str] | None = None,
         raw: Iterable[RawProperty] = (),
         **directives: object,
@@ -169,6 +181,7 @@ class OptionSet:
             "safe_results": safe_results,
             "trusted": trusted,
             "workers": workers,
+            "max_payload": max_payload,
         }
         for name, value in (ns_options or {}).items():
             if name in given:
@@ -200,7 +213,7 @@ class OptionSet:
                     f"{given['safe_results']!r}; give only one of them"
                 )
             given["safe_results"] = as_safe
-        for name in ("timeout", "safe_results", "workers"):
+        for name in ("timeout", "safe_results", "workers", "max_payload"):
             from_preset = options.get(name)
             if given[name] is _UNSET:
                 final[name] = from_preset
@@ -217,6 +230,7 @@ class OptionSet:
             timeout=final["timeout"],
             safe_results=bool(final["safe_results"]),
             workers=final["workers"],
+            max_payload=final["max_payload"],
             env=_env(env),
             presets=repr(base) if composed is not None else "",
             overrides=tuple(overrides),
@@ -255,8 +269,8 @@ class OptionSet:
     def key(self) -> str:
         """A 16-hex-digit digest of what shapes the unit, equal in every process.
 
-        It covers the directives, raw properties, ``safe_results``, ``workers``
-        and ``env`` (values included: do not put low-entropy secrets in
+        It covers the directives, raw properties, ``safe_results``, ``workers``,
+        ``max_payload`` and ``env`` (values included: do not put low-entropy secrets in
         ``env``, the key may end up in a unit name) — everything but the
         per-call ``timeout``, so calls that differ only in their timeout can
         share a unit.
@@ -265,6 +279,7 @@ class OptionSet:
         lines += [line for d in self.directives for line in d.assignments()]
         lines += [f"raw {r.name} {r.signature} {r.value!r}" for r in self.raw]
         lines += [f"safe_results {self.safe_results}", f"workers {self.workers}"]
+        lines += [f"max_payload {self.max_payload}"]
         lines += [f"env {name}={value!r}" for name, value in self.env]
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
@@ -280,7 +295,8 @@ class OptionSet:
             out.append(f"override: {name}: {was!r} -> {now!r}")
         out.append(
             f"timeout={self.timeout!r} safe_results={self.safe_results!r} "
-            f"workers={self.workers!r} env={[n for n, _ in self.env]!r} key={self.key}"
+            f"workers={self.workers!r} max_payload={self.max_payload!r} "
+            f"env={[n for n, _ in self.env]!r} key={self.key}"
         )
         return "\n".join(out)
 
@@ -293,7 +309,7 @@ class OptionSet:
             if origin.get(d.name) in ("keyword", "ns_options", "positional")
         ]
         parts += [f"raw={[r.name for r in self.raw]!r}"] if self.raw else []
-        for name in ("timeout", "safe_results", "workers"):
+        for name in ("timeout", "safe_results", "workers", "max_payload"):
             value = getattr(self, name)
             if value not in (None, False):
                 parts.append(f"{name}={value!r}")

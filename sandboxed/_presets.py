@@ -35,6 +35,7 @@ import attrs
 
 from sandboxed._directives import Directive, lookup
 from sandboxed._errors import ConfigurationError, ConflictingDirectivesError
+from sandboxed._values import Invalid, parse_size
 
 __all__ = [
     "CPU",
@@ -91,16 +92,32 @@ def _workers(value: object) -> int | None:
     return value
 
 
+def _max_payload(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        size = parse_size(value, allow_infinity=False)
+    except Invalid as exc:
+        raise ConfigurationError(
+            f"invalid max_payload {value!r} ({exc}); accepted: a byte count > 0 "
+            "as an int or systemd's '512M', or None"
+        ) from None
+    if size < 1:
+        raise ConfigurationError(f"invalid max_payload {value!r}; accepted: a byte count > 0")
+    return size
+
+
 #: Option name → normaliser. ``None`` always means "not set here".
 _OPTION_NORMALISERS: Final[Mapping[str, Callable[[object], Any]]] = {
     "timeout": _timeout,
     "safe_results": _flag("safe_results"),
     "workers": _workers,
+    "max_payload": _max_payload,
 }
 
 
 def normalise_option(name: str, value: object) -> Any:
-    """The normal form of sandboxed option ``name`` (``timeout``, ``safe_results``, ``workers``).
+    """The normal form of sandboxed option ``name`` (a key of the normaliser table).
 
     Raises :class:`ConfigurationError` for a value the option does not accept.
     """
@@ -299,7 +316,7 @@ class Preset:
 
     ``directives`` are the :class:`~sandboxed._directives.Directive` objects it
     stands for (sorted by name), ``options`` its sandboxed options as sorted
-    ``(name, value)`` pairs (``timeout``, ``safe_results``, ``workers``).
+    ``(name, value)`` pairs (``timeout``, ``safe_results``, ``workers``, ``max_payload``).
     Build your own with :meth:`define`.
     """
 
@@ -316,6 +333,7 @@ class Preset:
         timeout: float | None = None,
         safe_results: bool | None = None,
         workers: int | None = None,
+        max_payload: int | str | None = None,
     ) -> Preset:
         """A new named preset: ``Preset.define("Scratch", {"ReadWritePaths": "/srv/scratch"})``.
 
@@ -331,7 +349,12 @@ class Preset:
             given = [Directive.of(name, value) for name, value in directives.items()]
         else:
             given = list(directives)
-        raw_options = {"timeout": timeout, "safe_results": safe_results, "workers": workers}
+        raw_options = {
+            "timeout": timeout,
+            "safe_results": safe_results,
+            "workers": workers,
+            "max_payload": max_payload,
+        }
         opts = tuple(
             sorted(
                 (name, normalise_option(name, value))
