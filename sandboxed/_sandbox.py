@@ -209,12 +209,15 @@ class _Unit:
             there.close()
         return w
 
-    def close(self) -> None:
+    def close(self, shutdown: bool = True) -> None:
+        """Close our ends of the channels; ``shutdown=False`` in a forked child, where
+        shutting a socket down would also cut the parent's connection."""
         self.alive = False
         for s in (self.ctl, self.diag):
-            if s is not None:
+            if s is not None and shutdown:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+            if s is not None:
                 with contextlib.suppress(OSError):
                     s.close()
         for w in list(self.workers.values()):
@@ -259,8 +262,8 @@ class Sandbox:
 
     def __init__(self, options: Any, max_workers: int | None = None) -> None:
         self.options = options
-        self.max_workers = max_workers or int(getattr(options, "workers", 0) or 0) or min(
-            4, os.cpu_count() or 1
+        self.max_workers = (
+            max_workers or int(getattr(options, "workers", 0) or 0) or min(4, os.cpu_count() or 1)
         )
         self._cond = threading.Condition()
         self._unit: _Unit | None = None
@@ -392,6 +395,7 @@ class Sandbox:
 
         ``on_start`` receives a function that cancels the running call (kills its worker).
         """
+        _stats_local.last = None
         opts = self.options
         safe = bool(getattr(opts, "safe_results", False))
         if timeout is None:
@@ -401,9 +405,7 @@ class Sandbox:
         size = sum(memoryview(p).nbytes for p in parts)
         if size > limit:
             raise PayloadTooLargeError("call (function and arguments)", size, limit)
-        header = _codec.encode(
-            {"safe": safe, "log_level": logging.getLogger().getEffectiveLevel()}
-        )
+        header = _codec.encode({"safe": safe, "log_level": logging.getLogger().getEffectiveLevel()})
         w = self._acquire()
         healthy = False
         cancelled = threading.Event()
@@ -493,6 +495,14 @@ class Sandbox:
         err = WorkerDiedError(unit.name, text, exit_code=code, signal=sig)
         return err
 
+    def abandon(self) -> None:
+        """In a forked child: drop the parent's channels without touching its units."""
+        unit, self._unit = self._unit, None
+        self._idle = []
+        self._cond = threading.Condition()
+        if unit is not None:
+            unit.close(shutdown=False)
+
     def shutdown(self, wait: bool = True) -> None:
         with self._cond:
             self._closed = True
@@ -506,6 +516,11 @@ class Sandbox:
 
 
 _stats_local = threading.local()
+
+
+def thread_last_stats() -> CallStats | None:
+    """Resource figures of the last call made by this thread (None if it failed early)."""
+    return getattr(_stats_local, "last", None)
 
 
 def _memory_limit(options: Any) -> int | None:
@@ -539,8 +554,20 @@ def _emit_log(data: bytearray) -> None:
     if not isinstance(rec, dict):
         return
     allowed = {
-        "name", "levelno", "levelname", "msg", "pathname", "filename", "module", "lineno",
-        "funcName", "created", "msecs", "process", "threadName", "exc_text",
+        "name",
+        "levelno",
+        "levelname",
+        "msg",
+        "pathname",
+        "filename",
+        "module",
+        "lineno",
+        "funcName",
+        "created",
+        "msecs",
+        "process",
+        "threadName",
+        "exc_text",
     }
     fields = {k: v for k, v in rec.items() if k in allowed}
     fields["args"] = None

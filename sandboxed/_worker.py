@@ -148,8 +148,12 @@ class _Output:
             os.dup2(w, fd)
             os.close(w)
             self.pipes[r] = name
-        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        sys.stdout = open(
+            1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
+        )  # noqa: SIM115
+        sys.stderr = open(
+            2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
+        )  # noqa: SIM115
         threading.Thread(target=self._pump, name="sandboxed-output", daemon=True).start()
 
     def _pump(self) -> None:
@@ -226,8 +230,9 @@ class _LogHandler:
 
 def serve(sock: socket.socket) -> None:
     """Serve calls on ``sock`` until the caller closes it."""
-    from sandboxed import _serial
+    from sandboxed import _context, _serial
 
+    _context.IN_WORKER = True
     lock = threading.Lock()
     # Nothing may write into the protocol stream but us.
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -260,7 +265,11 @@ def serve(sock: socket.socket) -> None:
             ok = False
             value = e
         try:
-            out = _serial.dumps_result(value, safe=safe) if ok else _serial.dumps_exception(value, safe=safe)
+            out = (
+                _serial.dumps_result(value, safe=safe)
+                if ok
+                else _serial.dumps_exception(value, safe=safe)
+            )
         except BaseException as e:  # noqa: BLE001
             ok = False
             out = _serial.dumps_exception(e, safe=safe)

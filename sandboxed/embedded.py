@@ -189,7 +189,9 @@ def _host_path(m: CgroupMount, own: dict[str, str]) -> str:
     return os.path.normpath(base + "/" + rel.lstrip("/"))
 
 
-def _prepare_cgroups(layout: str, mounts: list[CgroupMount], child: str) -> tuple[list[str], list[str]]:
+def _prepare_cgroups(
+    layout: str, mounts: list[CgroupMount], child: str
+) -> tuple[list[str], list[str]]:
     """Create the manager's cgroup below ours in every hierarchy; return (dirs, procs files)."""
     own = _own_cgroups()
     dirs: list[str] = []
@@ -427,7 +429,7 @@ def start(directory: Path | None = None, timeout: float = START_TIMEOUT) -> Embe
 def _boot(
     directory: Path, systemd: str, layout: str, mounts: list[CgroupMount], timeout: float
 ) -> EmbeddedManager:
-    cgroup_dirs, procs = _prepare_cgroups(layout, mounts, CHILD_CGROUP)
+    cgroup_dirs, procs = _prepare_cgroups(layout, mounts, _child_cgroup(directory))
     run = directory / "run"
     run.mkdir(mode=0o755, exist_ok=True)
     _unit_dir(directory)
@@ -497,6 +499,15 @@ def _boot(
         _cleanup_stale(directory, _read_state(directory))
         raise
     return m
+
+
+def _child_cgroup(directory: Path) -> str:
+    """The cgroup name of the manager of ``directory`` (two state dirs never share one)."""
+    import hashlib
+
+    if str(directory) == DEFAULT_DIR:
+        return CHILD_CGROUP
+    return f"{CHILD_CGROUP}-{hashlib.sha256(str(directory).encode()).hexdigest()[:10]}"
 
 
 def _package_root() -> str:

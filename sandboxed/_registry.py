@@ -1,0 +1,65 @@
+"""The process's sandboxes, one per option set, and their lifetime.
+
+Sandboxes are created lazily on first call and shared by every function
+with an equal option set. They are stopped at interpreter exit and by
+:func:`shutdown`. A forked child starts with no sandbox of its own: it closes
+its copies of the parent's channels (so that the parent's units still stop
+when the parent dies) and never uses them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+from typing import Any
+
+from sandboxed._sandbox import Sandbox, _reset_after_fork
+
+_lock = threading.Lock()
+_sandboxes: dict[Any, Sandbox] = {}
+
+
+def get(options: Any, max_workers: int | None = None) -> Sandbox:
+    """The shared sandbox for ``options`` (created, not started, on first use)."""
+    sb = _sandboxes.get(options)
+    if sb is not None:
+        return sb
+    with _lock:
+        sb = _sandboxes.get(options)
+        if sb is None:
+            sb = Sandbox(options, max_workers=max_workers)
+            _sandboxes[options] = sb
+        return sb
+
+
+def live() -> list[Sandbox]:
+    with _lock:
+        return list(_sandboxes.values())
+
+
+def shutdown(wait: bool = True) -> None:
+    """Stop every sandbox unit this process started (they restart on the next call)."""
+    with _lock:
+        sandboxes = list(_sandboxes.values())
+        _sandboxes.clear()
+    for sb in sandboxes:
+        with contextlib.suppress(Exception):
+            sb.shutdown(wait=wait)
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    for sb in list(_sandboxes.values()):
+        sb.abandon()
+    _sandboxes.clear()
+    _reset_after_fork()
+    from sandboxed import _manager
+
+    _manager.forget()
+
+
+atexit.register(shutdown)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,74 @@
+"""Shared fixtures: a real systemd for the whole test session.
+
+``systemd`` provides the host's manager when PID 1 is systemd, otherwise the
+embedded one (started here if none runs, and stopped at the end of the run).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sandboxed import _manager, embedded
+from sandboxed._bus import ManagerClient
+
+
+class SystemdUnderTest:
+    """The manager the tests talk to.
+
+    ``address``: its D-Bus address; ``location``: the :class:`ManagerLocation`;
+    ``tool(argv)``: the argv to run one of systemd's tools (systemctl,
+    systemd-run, systemd-analyze) against it; ``env``: environment for them.
+    """
+
+    def __init__(self, location: _manager.ManagerLocation, started_here: bool) -> None:
+        self.location = location
+        self.address = location.address
+        self.started_here = started_here
+        self.env = dict(os.environ)
+        self._clients: list[ManagerClient] = []
+
+    def tool(self, argv: list[str]) -> list[str]:
+        return [*self.location.tool_prefix, *argv]
+
+    def run(self, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("timeout", 120)
+        return subprocess.run(self.tool(argv), env=self.env, **kw)
+
+    def client(self) -> ManagerClient:
+        c = ManagerClient(self.address)
+        self._clients.append(c)
+        return c
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+
+
+@pytest.fixture(scope="session")
+def systemd() -> Iterator[SystemdUnderTest]:
+    started_here = False
+    if not _manager.host_systemd_running() and not os.environ.get(_manager.ENV_ADDRESS):
+        started_here = embedded.status() is None
+    location = _manager.current()
+    sut = SystemdUnderTest(location, started_here)
+    yield sut
+    sut.close()
+    from sandboxed import _registry
+
+    _registry.shutdown()
+    if started_here:
+        embedded.stop()
+
+
+@pytest.fixture
+def client(systemd: SystemdUnderTest) -> Iterator[ManagerClient]:
+    c = systemd.client()
+    yield c
+    c.close()
