@@ -10,20 +10,22 @@ boundary is a list of *parts*::
 
 The transport writes the parts as they are (``sendmsg``/``writev``; nothing has been
 copied into one big buffer) with their lengths, and hands the receiving side the main
-stream and the buffers, each as any bytes-like object. A buffer received as ``bytes``
-is used without a copy; any other buffer is copied into ``bytes`` where a ``bytes``
-value is rebuilt from it, and used in place (no copy) where the value supports pickle
-protocol 5 out-of-band data (``bytearray``, numpy arrays). The main stream may be a
-``bytes``, ``bytearray`` or ``memoryview``.
+stream and the buffers, each as any bytes-like object. A ``bytes`` value is rebuilt
+from a buffer received as ``bytes`` without a copy (otherwise it is copied), a
+``bytearray`` value from a buffer received as ``bytearray`` (which the value then
+owns: do not reuse it), and values supporting pickle protocol 5 out-of-band data
+(numpy arrays) use the buffer in place. The main stream may be a ``bytes``,
+``bytearray`` or ``memoryview``.
 
 Trusted mode (the default): pickle protocol 5
     The main stream is one kind byte and a pickle stream:
 
     - ``P``: plain pickle, no persistent ids; loaded with the C unpickler.
-    - ``Q``: pickle whose persistent ids are ints ``k``, each meaning "the bytes in
-      buffers[k]"; ``bytes`` values of at least ``OUT_OF_BAND_THRESHOLD`` are sent this
-      way so that they are never copied into the stream. The other buffers are
-      protocol-5 ``PickleBuffer`` data (``NEXT_BUFFER``), in stream order.
+    - ``Q``: pickle with persistent ids: an int ``k >= 0`` means ``bytes`` made from
+      ``buffers[k]``, ``-1 - k`` a ``bytearray`` made from it. ``bytes`` and ``bytearray``
+      values of at least ``OUT_OF_BAND_THRESHOLD`` travel this way so that they are
+      never copied into the stream. The other buffers are protocol-5 ``PickleBuffer``
+      data (``NEXT_BUFFER``: numpy arrays...), in stream order.
     - ``D``: the same, produced by dill and loaded with dill's unpickler.
 
     Pickling tries the C pickler first (it is ~10x faster than dill and handles every
@@ -121,13 +123,16 @@ class _Sink:
 
     def write(self, data: bytes) -> int:
         chunks = self.chunks
-        # A large bytes value arrives as its own write, right after the chunk that ends
-        # with its BINBYTES/BINBYTES8 header.
+        # A large bytes (bytearray) value arrives as its own write, right after the chunk
+        # that ends with its BINBYTES/BINBYTES8 (BYTEARRAY8) header.
         size = len(data)
-        if size >= _FRAME_SIZE_TARGET and type(data) is bytes:
+        if size >= _FRAME_SIZE_TARGET and type(data) in (bytes, bytearray):
             last = chunks[-1]
-            if last.endswith(b"B" + size.to_bytes(4, "little")) or last.endswith(
-                b"\x8e" + size.to_bytes(8, "little")
+            long_size = size.to_bytes(8, "little")
+            if (
+                last.endswith(b"B" + size.to_bytes(4, "little"))
+                or last.endswith(b"\x8e" + long_size)
+                or last.endswith(b"\x96" + long_size)
             ):
                 self.large = True
         chunks.append(data)
@@ -150,18 +155,19 @@ class _ByValueMain:
 
 
 class _Persistent:
-    """Mixin: large bytes values become persistent ids (indices into the buffer list)."""
+    """Mixin: large bytes and bytearray values become persistent ids (buffer indices)."""
 
     parts: list[Buffer]
     _seen: dict[int, int]
 
     def persistent_id(self, obj: Any) -> int | None:
-        if type(obj) is bytes and len(obj) >= OUT_OF_BAND_THRESHOLD:
+        kind = type(obj)
+        if (kind is bytes or kind is bytearray) and len(obj) >= OUT_OF_BAND_THRESHOLD:
             index = self._seen.get(id(obj))
             if index is None:
                 index = self._seen[id(obj)] = len(self.parts) - 1
                 self.parts.append(obj)
-            return index
+            return index if kind is bytes else -1 - index
         return None
 
     def buffer_callback(self, buf: pickle.PickleBuffer) -> bool:
@@ -245,7 +251,7 @@ class _Loader:
 
     def _setup(self, buffers: Sequence[Buffer]) -> Iterator[Buffer]:
         self._buffers = buffers
-        self._claimed: dict[int, bytes] = {}
+        self._claimed: dict[int, bytes | bytearray] = {}
         return self._next_buffers()
 
     def _next_buffers(self) -> Iterator[Buffer]:
@@ -256,13 +262,15 @@ class _Loader:
             if index not in self._claimed:
                 yield buf
 
-    def persistent_load(self, pid: Any) -> bytes:
-        if type(pid) is not int or not 0 <= pid < len(self._buffers):
+    def persistent_load(self, pid: Any) -> bytes | bytearray:
+        index = pid if type(pid) is int and pid >= 0 else -1 - pid
+        if type(pid) is not int or not 0 <= index < len(self._buffers):
             raise pickle.UnpicklingError(f"invalid out-of-band buffer reference {pid!r}")
-        loaded = self._claimed.get(pid)
+        loaded = self._claimed.get(index)
         if loaded is None:
-            buf = self._buffers[pid]
-            loaded = self._claimed[pid] = buf if type(buf) is bytes else bytes(buf)
+            buf = self._buffers[index]
+            kind = bytes if pid >= 0 else bytearray
+            loaded = self._claimed[index] = buf if type(buf) is kind else kind(buf)
         return loaded
 
 
