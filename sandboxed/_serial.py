@@ -469,8 +469,9 @@ def loads_exception(
     Returns the user's exception with ``__cause__`` set to :class:`RemoteTraceback`,
     or a :class:`RemoteError` (also with that cause) when it cannot be rebuilt, is not
     an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``...), or ``safe`` is true
-    (then nothing is unpickled). Raises :class:`RemoteError` only when the envelope
-    itself is malformed.
+    (then nothing is unpickled). An ``UnsafeResultError`` raised in the worker (a result
+    that is not plain data, in safe mode) comes back as :class:`UnsafeResultError` in
+    both modes. Raises :class:`RemoteError` only when the envelope itself is malformed.
     """
     try:
         envelope = _codec.decode(main, buffers)
@@ -492,6 +493,15 @@ def loads_exception(
         if isinstance(rebuilt, Exception):
             rebuilt.__cause__ = cause
             return rebuilt
-    error = RemoteError(type_name, message, tb_text)
+    error: Exception
+    if type_name == _UNSAFE_RESULT:
+        # The worker could not encode the result as plain data: the error safe mode
+        # promises. Rebuilding our own class from a str runs nothing from the sandbox.
+        error = UnsafeResultError(message)
+    else:
+        error = RemoteError(type_name, message, tb_text)
     error.__cause__ = cause
     return error
+
+
+_UNSAFE_RESULT = _type_name(UnsafeResultError)

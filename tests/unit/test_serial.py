@@ -614,8 +614,9 @@ def test_a_sandboxed_function_returning_a_malicious_payload_cannot_run_code_in_s
     marker = tmp_path / MARKER
     kind, error = run_in_fresh_process(Evil, str(marker), safe=True)
     assert kind == "exception"  # the worker refused to encode it
-    assert type(error) is RemoteError
-    assert error.type_name == "sandboxed._errors.UnsafeResultError"
+    assert type(error) is UnsafeResultError
+    assert "result is an object of type test_serial.Evil" in str(error)
+    assert isinstance(error.__cause__, RemoteTraceback)
     assert not marker.exists()
 
 
