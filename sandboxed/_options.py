@@ -45,6 +45,7 @@ OPTION_NAMES: Final = (
 )
 
 _UNSET: Final[Any] = object()
+_PRESET_OPTIONS: Final = ("timeout", "safe_results", "workers", "max_payload")
 _KEY_VERSION: Final = "sandboxed-options-1"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -152,7 +153,7 @@ class OptionSet:
         :class:`ConflictingDirectivesError` (two presets disagree, or a
         keyword and ``ns_options`` do) and :class:`ConfigurationError`.
         """
-        composed: Preset | None = None
+        chosen: list[Preset] = []
         explicit: dict[str, tuple[Directive, str]] = {}
 
         def add_explicit(d: Directive, where: str) -> None:
@@ -174,7 +175,7 @@ class OptionSet:
                     f"{p!r} is not a preset; accepted positionally: a Preset such as "
                     "NoNetwork, a preset name, or a Directive"
                 )
-            composed = p if composed is None else composed | p
+            chosen.append(p)
 
         given: dict[str, object] = {
             "timeout": timeout,
@@ -190,20 +191,7 @@ class OptionSet:
                 add_explicit(_directive(name, value), "ns_options")
         for name, value in directives.items():
             add_explicit(_directive(name, value), "keyword")
-
-        base = composed if composed is not None else Preset.define("none")
-        effective = {d.name: d for d in base.directives}
-        origins = {d.name: _origin(base, d.name) for d in base.directives}
-        overrides: list[tuple[str, object, object]] = []
-        for name, (d, where) in sorted(explicit.items()):
-            if name in effective and effective[name] != d:
-                overrides.append((name, _spelled(effective[name]), _spelled(d)))
-            effective[name] = d
-            origins[name] = where
-
-        options = dict(base.options)
-        final: dict[str, Any] = {}
-        if given["trusted"] is not _UNSET and given["trusted"] is not None:
+        if given["trusted"] not in (_UNSET, None):
             if not isinstance(given["trusted"], bool):
                 raise ConfigurationError(f"invalid trusted {trusted!r}; accepted: True or False")
             as_safe = not given["trusted"]
@@ -213,14 +201,34 @@ class OptionSet:
                     f"{given['safe_results']!r}; give only one of them"
                 )
             given["safe_results"] = as_safe
-        for name in ("timeout", "safe_results", "workers", "max_payload"):
-            from_preset = options.get(name)
+
+        # What is given explicitly is taken out of every preset before they are
+        # composed: a keyword settles even a disagreement between presets.
+        taken = {*explicit, *(n for n in _PRESET_OPTIONS if given[n] is not _UNSET)}
+        base = Preset.define("(none)")
+        for i, p in enumerate(chosen):
+            base = p.without(taken) if i == 0 else base | p.without(taken)
+        labels = " | ".join(dict.fromkeys(n for p in chosen for n in p.names))
+
+        effective = {d.name: d for d in base.directives}
+        origins = {d.name: base.source_of(d.name) for d in base.directives}
+        overrides: list[tuple[str, object, object]] = []
+        for name, (d, where) in sorted(explicit.items()):
+            said = _said(chosen, name)
+            if said and said != _spelled(d):
+                overrides.append((name, said, _spelled(d)))
+            effective[name] = d
+            origins[name] = where
+
+        final: dict[str, Any] = dict.fromkeys(_PRESET_OPTIONS)
+        final.update(base.options)
+        for name in _PRESET_OPTIONS:
             if given[name] is _UNSET:
-                final[name] = from_preset
                 continue
             value = normalise_option(name, given[name])
-            if from_preset is not None and value != from_preset:
-                overrides.append((name, from_preset, value))
+            said = _said(chosen, name)
+            if said and said != repr(value):
+                overrides.append((name, _option_said(chosen, name), value))
             final[name] = value
 
         raw_props = _raw(raw, effective)
@@ -232,7 +240,7 @@ class OptionSet:
             workers=final["workers"],
             max_payload=final["max_payload"],
             env=_env(env),
-            presets=repr(base) if composed is not None else "",
+            presets=labels,
             overrides=tuple(overrides),
             origins=tuple(sorted(origins.items())),
         )
@@ -321,8 +329,15 @@ class OptionSet:
         return f"OptionSet({', '.join(parts)})"
 
 
-def _origin(preset: Preset, name: str) -> str:
-    return preset.source_of(name)
+def _said(presets: Iterable[Preset], name: str) -> str:
+    """What the presets say about ``name``: one value, or several joined by `` / ``."""
+    values = dict.fromkeys(v for p in presets for v in p.said(name).split(" / ") if v)
+    return " / ".join(values)
+
+
+def _option_said(presets: Iterable[Preset], name: str) -> object:
+    values = {p.option(name) for p in presets} - {None}
+    return values.pop() if len(values) == 1 else _said(presets, name)
 
 
 def _raw(raw: Iterable[RawProperty], effective: Mapping[str, Directive]) -> tuple[RawProperty, ...]:

@@ -388,6 +388,33 @@ class Preset:
         canonical = lookup(name).name
         return next((d for d in self.directives if d.name == canonical), None)
 
+    def without(self, names: Iterable[str]) -> Preset:
+        """This preset minus the directives and options ``names`` (in every part).
+
+        How an explicit keyword replaces what presets say, even presets that
+        disagree among themselves about it.
+        """
+        drop = set(names)
+        parts = tuple(
+            _Part(
+                p.label,
+                tuple(d for d in p.directives if d.name not in drop),
+                tuple(o for o in p.options if o[0] not in drop),
+            )
+            for p in self._parts
+        )
+        directives, options = _merge_parts(parts)
+        return Preset(directives, options, parts=parts)
+
+    def said(self, name: str) -> str:
+        """What the parts say about directive or option ``name``: one value, or several
+        joined by `` / `` when they disagree ('' when none sets it)."""
+        values: dict[str, None] = {}
+        for p in self._parts:
+            values.update({_spelled(d): None for d in p.directives if d.name == name})
+            values.update({repr(v): None for o, v in p.options if o == name})
+        return " / ".join(values)
+
     def source_of(self, name: str) -> str:
         """The names of the parts that set directive ``name``, joined by `` | `` ('' if none)."""
         return " | ".join(
