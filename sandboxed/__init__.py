@@ -1,5 +1,7 @@
 """sandboxed: run one Python call inside a systemd transient unit."""
 
+from sandboxed._decorator import SandboxedFunction, last_call_stats, sandboxed
+from sandboxed._directives import Directive, RawProperty
 from sandboxed._errors import (
     ConfigurationError,
     ConflictingDirectivesError,
@@ -21,8 +23,50 @@ from sandboxed._errors import (
     UnsafeResultError,
     WorkerDiedError,
 )
+from sandboxed._executor import SandboxFuture, TransientUnitPoolExecutor
+from sandboxed._manager import configure
+from sandboxed._options import OptionSet
+from sandboxed._presets import (
+    CPU,
+    AsUser,
+    Hardened,
+    Memory,
+    NoNetwork,
+    Preset,
+    PrivateTmp,
+    ReadOnly,
+    SafeResults,
+    Tasks,
+    Timeout,
+    preset_by_name,
+)
+from sandboxed._registry import shutdown
+from sandboxed._stats import CallStats
 
 __all__ = [
+    "CPU",
+    "AsUser",
+    "CallStats",
+    "Directive",
+    "Hardened",
+    "Memory",
+    "NoNetwork",
+    "OptionSet",
+    "Preset",
+    "PrivateTmp",
+    "RawProperty",
+    "ReadOnly",
+    "SafeResults",
+    "SandboxFuture",
+    "SandboxedFunction",
+    "Tasks",
+    "Timeout",
+    "TransientUnitPoolExecutor",
+    "configure",
+    "last_call_stats",
+    "preset_by_name",
+    "sandboxed",
+    "shutdown",
     "ConfigurationError",
     "ConflictingDirectivesError",
     "DirectiveRejectedError",

@@ -20,6 +20,7 @@ import anything heavy: it runs before the manager exists.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -44,6 +45,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
 PR_CAPBSET_DROP = 24
+LOG_LIMIT = 16 << 20
 CAP_SYS_MODULE = 16
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -158,16 +160,37 @@ def _remove_cgroups(paths: list[str]) -> None:
             time.sleep(0.05)
 
 
-def _pump(master: int, log: str) -> None:
-    with open(log, "ab", buffering=0) as out:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            out.write(data.replace(b"\r\n", b"\n"))
+def _pump(master: int, log: str, console: str) -> None:
+    """Copy the manager's console into its log, whatever happens.
+
+    This must never stop: the manager blocks on a full console. systemd hangs the
+    console up (vhangup) when it resets it, after which reads fail with EIO until
+    a slave is open again, so reopen one and go on. Past ``LOG_LIMIT`` bytes the
+    output is read and dropped.
+    """
+    import errno
+
+    written = 0
+    out = None
+    with contextlib.suppress(OSError):
+        out = open(log, "ab", buffering=0)  # noqa: SIM115
+    hold = -1
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError as e:
+            if e.errno != errno.EIO:
+                time.sleep(0.1)
+                continue
+            with contextlib.suppress(OSError):
+                if hold >= 0:
+                    os.close(hold)
+                hold = os.open(console, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            time.sleep(0.05)
+            continue
+        if out is not None and written < LOG_LIMIT:
+            with contextlib.suppress(OSError):
+                written += out.write(data.replace(b"\r\n", b"\n")) or 0
 
 
 def main() -> None:
@@ -175,7 +198,7 @@ def main() -> None:
     master, slave = os.openpty()
     cfg["console"] = os.ttyname(slave)
     # Threads cannot be created once the PID namespace is unshared.
-    threading.Thread(target=_pump, args=(master, str(cfg["log"])), daemon=True).start()
+    threading.Thread(target=_pump, args=(master, str(cfg["log"]), cfg["console"]), daemon=True).start()
     unshare(CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:

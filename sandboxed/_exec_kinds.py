@@ -338,6 +338,7 @@ SET_CREDENTIAL = entries(
     lambda e: e,
     lambda e: f"{e[0]}:{_cescape(e[1])}",
     "'ID:DATA' (C escapes allowed) or an (id, bytes) tuple",
+    tuple_entries=True,
 )
 SET_CREDENTIAL_ENCRYPTED = entries(
     _set_credential(True),
@@ -345,6 +346,7 @@ SET_CREDENTIAL_ENCRYPTED = entries(
     lambda e: e,
     lambda e: f"{e[0]}:{base64.b64encode(e[1]).decode()}",
     "'ID:BASE64' (as systemd-creds encrypt prints) or an (id, bytes) tuple",
+    tuple_entries=True,
 )
 
 
@@ -365,6 +367,7 @@ LOAD_CREDENTIAL = entries(
     lambda e: e,
     lambda e: e[0] if e[0] == e[1] else f"{e[0]}:{e[1]}",
     "'ID[:PATH]' or an (id, path) tuple",
+    tuple_entries=True,
 )
 
 # -- LogExtraFields= ------------------------------------------------------------------------

@@ -397,15 +397,25 @@ def entries(
     *,
     bus_name: str | None = None,
     empty: Callable[[str], list[Property]] | None = None,
+    tuple_entries: bool = False,
 ) -> Kind:
     """A list of structured entries, one per assignment (``DeviceAllow=``, ``IO...Max=``).
 
-    A string is one entry; a list/tuple holds entries; ``''`` or an empty list resets.
+    A string is one entry; a list/tuple holds entries; ``''`` or an empty list
+    resets. With ``tuple_entries``, entries are tuples, and a tuple of
+    non-tuples is one entry: ``("/dev/null", "rw")``.
     """
 
     def convert(value: object) -> Hashable:
         if isinstance(value, str):
             return () if not value.strip() else (parse_entry(value),)
+        if (
+            tuple_entries
+            and isinstance(value, tuple)
+            and value
+            and not any(isinstance(v, tuple) for v in value)
+        ):
+            return (parse_entry(value),)
         if isinstance(value, Iterable):
             return tuple(parse_entry(v) for v in value)
         raise Invalid(f"expected a string or a list, got {type(value).__name__}")

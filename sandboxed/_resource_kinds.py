@@ -120,6 +120,7 @@ DEVICE_ALLOW = entries(
     lambda e: e,
     lambda e: f"{e[0]} {e[1]}".rstrip(),
     "a device and access: '/dev/null rw', 'char-pts rwm', or a (path, 'rw') tuple",
+    tuple_entries=True,
 )
 
 
@@ -148,6 +149,7 @@ IO_LIMIT = entries(
     lambda e: e,
     lambda e: f"{e[0]} {_fmt_si(e[1])}",
     "a device and a limit: '/dev/sda 10M' (powers of 1000), 'infinity', or a (path, int) tuple",
+    tuple_entries=True,
 )
 
 
@@ -165,6 +167,7 @@ IO_DEVICE_WEIGHT = entries(
     lambda e: e,
     lambda e: f"{e[0]} {e[1]}",
     "a device and a weight: '/dev/sda 200', or a (path, int) tuple",
+    tuple_entries=True,
 )
 
 
@@ -184,6 +187,7 @@ IO_LATENCY = entries(
     lambda e: e,
     lambda e: f"{e[0]} {format_timespan(e[1])}",
     "a device and a latency target: '/dev/sda 25ms', or a (path, microseconds) tuple",
+    tuple_entries=True,
 )
 
 
@@ -238,6 +242,7 @@ BPF_PROGRAM = entries(
     lambda e: e,
     lambda e: f"{e[0]}:{e[1]}",
     f"'TYPE:PATH' with TYPE one of {', '.join(_BPF_TYPES)}",
+    tuple_entries=True,
 )
 
 # -- SocketBindAllow=, SocketBindDeny= ------------------------------------------------------
@@ -291,6 +296,7 @@ SOCKET_BIND = entries(
     lambda e: e,
     _socket_bind_text,
     "'[ipv4|ipv6:][tcp|udp:]PORT[-PORT]' or 'any'",
+    tuple_entries=True,
 )
 
 __all__ = [

@@ -74,6 +74,9 @@ def reach_directives(options: Any) -> tuple[list[Directive], Directive | None, t
 def merged_directives(options: Any) -> tuple[list[Any], tuple[str, ...]]:
     """The user's directives merged with the reachability ones; also the notes explaining changes."""
     extra, replaced, notes = reach_directives(options)
+    env = getattr(options, "env", ()) or ()
+    if env:
+        extra.append(Directive.of("Environment", [f"{k}={v}" for k, v in env]))
     by_name: dict[str, Any] = {d.name: d for d in options.directives}
     if replaced is not None:
         by_name["ProtectHome"] = replaced

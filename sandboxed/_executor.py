@@ -1,0 +1,227 @@
+"""``TransientUnitPoolExecutor``: the concurrentd executor, as a ``concurrent.futures.Executor``.
+
+The pool owns one transient unit (its own, not shared with decorated
+functions) started when the pool is built; ``max_workers`` workers run inside
+it, forked by the unit's supervisor. A worker that dies fails only the
+future it was running and is replaced on the next task; the pool never
+becomes "broken".
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
+
+from sandboxed._options import OptionSet
+from sandboxed._sandbox import Sandbox, _manager_client, thread_last_stats
+from sandboxed._stats import CallStats
+
+T = TypeVar("T")
+
+_SHUTDOWN = object()
+
+
+class SandboxFuture(Future[Any]):
+    """A future of a sandboxed task; ``stats`` holds its resource figures once done."""
+
+    stats: CallStats | None = None
+
+
+def _process_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
+    return [fn(*args) for args in chunk]
+
+
+def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    it = zip(*iterables, strict=False)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class Unit:
+    """The live unit of a pool; attributes are read from systemd over D-Bus when accessed.
+
+    As in pystemd (and concurrentd), string properties come back as ``bytes``:
+    ``pool.unit.Id.decode()``. Any property of the Unit or Service interface can
+    be read this way (``ActiveState``, ``MainPID``, ``CPUUsageNSec``,
+    ``MemoryCurrent``, ``TasksCurrent``, ``ControlGroup``...).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The unit's name as a ``str``."""
+        return self._name
+
+    def properties(self) -> dict[str, Any]:
+        """All Unit and Service properties, as systemd reports them now."""
+        client = _manager_client()
+        path = client.unit_path(self._name)
+        props = client.get_all(path, "org.freedesktop.systemd1.Unit")
+        props.update(client.get_all(path, "org.freedesktop.systemd1.Service"))
+        return props
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or not name[:1].isupper():
+            raise AttributeError(name)
+        if name == "Id":
+            return self._name.encode()
+        client = _manager_client()
+        path = client.unit_path(self._name)
+        for iface in ("org.freedesktop.systemd1.Unit", "org.freedesktop.systemd1.Service"):
+            try:
+                return _bytes(client.get_property(path, iface, name))
+            except Exception:  # noqa: BLE001 - try the next interface
+                continue
+        raise AttributeError(f"unit {self._name} has no property {name!r}")
+
+    def __repr__(self) -> str:
+        return f"<Unit {self._name}>"
+
+
+def _bytes(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return [v.encode() for v in value]
+    return value
+
+
+class TransientUnitPoolExecutor(Executor):
+    """A pool of sandboxed workers in one systemd transient unit.
+
+    ``TransientUnitPoolExecutor(max_workers=None, *presets, ns_options=None, **options)``:
+    ``ns_options`` is the concurrentd-style dict of directives; presets and
+    keyword directives (and ``timeout``, ``trusted``) are as for ``@sandboxed``.
+    The unit is started when the pool is built (``pool.unit``) and stopped by
+    :meth:`shutdown`, which also removes its ``PrivateTmp=``.
+
+    Raises configuration errors before any unit exists; :class:`UnitFailedError`
+    or :class:`ManagerError` when the unit cannot be started.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | Any | None = None,
+        *presets: Any,
+        ns_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        if max_workers is not None and not isinstance(max_workers, int):
+            presets = (max_workers, *presets)
+            max_workers = None
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError(f"max_workers must be greater than 0, got {max_workers}")
+        self._max_workers = max_workers or min(32, os.cpu_count() or 1)
+        self.options = OptionSet.build(*presets, ns_options=ns_options, **options)
+        self._sandbox = Sandbox(self.options, max_workers=self._max_workers)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._shutdown = False
+        unit = self._sandbox.ensure_unit()
+        self.unit = Unit(unit.name)
+
+    # -- Executor API -----------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Schedule ``fn(*args, **kwargs)`` in the pool's unit; returns a :class:`SandboxFuture`."""
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            fut = SandboxFuture()
+            self._queue.put((fut, fn, args, kwargs))
+            self._adjust()
+            return fut
+
+    def _adjust(self) -> None:
+        alive = [t for t in self._threads if t.is_alive()]
+        self._threads = alive
+        if len(alive) < self._max_workers and self._queue.qsize() > self._idle_threads():
+            t = threading.Thread(target=self._run, name=f"sandboxed-pool-{len(alive)}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _idle_threads(self) -> int:
+        return getattr(self, "_idle", 0)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._idle = getattr(self, "_idle", 0) + 1
+            item = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+            if item is _SHUTDOWN:
+                self._queue.put(_SHUTDOWN)
+                return
+            fut, fn, args, kwargs = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = self._sandbox.call(fn, args, kwargs)
+            except BaseException as e:  # noqa: BLE001
+                fut.stats = thread_last_stats()
+                fut.set_exception(e)
+            else:
+                fut.stats = thread_last_stats()
+                fut.set_result(result)
+            del fut, fn, args, kwargs, item
+
+    def map(  # type: ignore[override]
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[T]:
+        """Like ``Executor.map``; ``chunksize > 1`` sends that many calls per round trip."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        import functools
+
+        results = super().map(
+            functools.partial(_process_chunk, fn), _chunks(iterables, chunksize), timeout=timeout
+        )
+        return itertools.chain.from_iterable(results)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting tasks; optionally cancel pending ones; stop the unit.
+
+        With ``wait=True`` returns after running tasks finished and the unit is
+        gone (its private /tmp removed).
+        """
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not _SHUTDOWN:
+                        item[0].cancel()
+            self._queue.put(_SHUTDOWN)
+        if wait:
+            for t in list(self._threads):
+                t.join()
+            self._sandbox.shutdown(wait=True)
+        else:
+            threading.Thread(target=self._finish, daemon=True).start()
+
+    def _finish(self) -> None:
+        for t in list(self._threads):
+            t.join()
+        self._sandbox.shutdown(wait=True)
+
+    @property
+    def last_stats(self) -> CallStats | None:
+        return self._sandbox.last_stats
