@@ -207,7 +207,9 @@ def _merge_filters(a: Directive, b: Directive, sources: tuple[str, str]) -> Dire
     clauses: list[tuple[bool, tuple[str, ...]]] = []
     if allow is not None and atomic:
         kept = allow if "none" in allow else allow - deny
-        clauses.append((True, tuple(sorted(kept or {"none"}))))
+        if not kept:
+            raise _conflict(a, b, sources, f"Together they leave no {a.name}= item allowed.")
+        clauses.append((True, tuple(sorted(kept))))
     else:
         if allow is not None:
             clauses.append((True, tuple(sorted(allow))))

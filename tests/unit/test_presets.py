@@ -239,10 +239,10 @@ MERGES = [
         id="families-disjoint-refused",
     ),
     pytest.param(
-        _p("A", RestrictAddressFamilies="none"),
-        _p("B", RestrictAddressFamilies="AF_UNIX"),
-        ["RestrictAddressFamilies=none"],
-        id="families-none-wins",
+        _p("A", RestrictAddressFamilies="AF_INET"),
+        _p("B", RestrictAddressFamilies="~AF_INET"),
+        None,
+        id="families-allow-minus-deny-leaving-nothing-refused",
     ),
     pytest.param(
         _p("A", CapabilityBoundingSet="CAP_NET_RAW CAP_CHOWN"),
