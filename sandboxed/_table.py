@@ -225,7 +225,7 @@ _EXEC: list[Row] = [
     ("ProtectControlGroups", BOOL, "", "yes", ""),
     (
         "RestrictAddressFamilies",
-        filter_list(r"AF_[A-Z0-9_]+|none", "address families"),
+        filter_list(r"AF_[A-Z0-9_]+", "address families"),
         "",
         "AF_UNIX AF_INET",
         "",

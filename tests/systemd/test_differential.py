@@ -1,0 +1,206 @@
+"""Our directive conversion equals systemd-run's, as the manager itself sees it.
+
+For every corpus entry (differential_corpus.py) one unit is started with the
+properties :class:`Directive` produces and one with ``systemd-run -p
+NAME=VALUE``; ``systemctl show`` must print the same for every bus property
+the directive can set. Both units run ``/bin/true`` with
+``RemainAfterExit=yes``; a unit that fails to run (a missing RootImage=...)
+stays loaded as failed, which is enough for the comparison. Every unit is
+stopped and its failure state reset.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandboxed._directives import DIRECTIVES, Directive
+from sandboxed._bus import SERVICE_IFACE, UNIT_IFACE
+from sandboxed._errors import UnitFailedError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from differential_corpus import CORPUS, NOT_OBSERVABLE, NOT_TESTED  # noqa: E402
+
+pytestmark = pytest.mark.systemd
+
+_BASE = [
+    ("ExecStart", "a(sasb)", [("/bin/true", ["/bin/true"], False)]),
+    ("RemainAfterExit", "b", True),
+]
+
+
+def _case_id(case: tuple[Any, ...]) -> str:
+    name, text = case[0], case[1]
+    return f"{name}={text}" + (f"<-{case[2]!r}" if len(case) == 3 else "")
+
+
+_SHOWN_AS = {
+    # Deprecated spellings are stored in (and shown as) the current ones.
+    "ReadWriteDirectories": "ReadWritePaths",
+    "ReadOnlyDirectories": "ReadOnlyPaths",
+    "InaccessibleDirectories": "InaccessiblePaths",
+}
+
+
+def _readable(bus_name: str) -> str:
+    # MemoryMaxScale= and friends are write-only; the manager shows the result as MemoryMax=.
+    return _SHOWN_AS.get(bus_name, bus_name.removesuffix("Scale"))
+
+
+def _shown_properties(name: str) -> list[str]:
+    if name in NOT_OBSERVABLE:
+        return []
+    return sorted({_readable(b) for b in DIRECTIVES[name].bus_names})
+
+
+def _tool(systemd: Any, argv: list[str]) -> list[str]:
+    # systemd's tools check their executable through /proc/self, which must be the
+    # manager's own /proc when it lives in its own PID namespace.
+    argv = list(systemd.tool(argv)) if hasattr(systemd, "tool") else argv
+    if argv and argv[0] == "nsenter" and not any(a.startswith("--pid") for a in argv):
+        mount = next(a for a in argv if a.startswith("--mount="))
+        pid_ns = mount.replace("--mount=", "--pid=").replace("/ns/mnt", "/ns/pid")
+        argv.insert(1, pid_ns)
+        argv.insert(2, "--wd=/")
+    return argv
+
+
+def _observe(systemd: Any, client: Any, unit: str, props: list[str]) -> dict[str, Any]:
+    """What ``systemctl show`` prints and what D-Bus returns for each of ``props``."""
+    if not props:
+        return {}
+    bus: dict[str, Any] = {}
+    for iface in (SERVICE_IFACE, UNIT_IFACE):
+        try:
+            bus.update(client.get_unit_properties(unit, iface))
+        except Exception:  # noqa: BLE001 - a unit that failed to load has no Service interface
+            pass
+    shown = _show(systemd, unit, props)
+    return {p: (shown[p], bus.get(p, "<not on the bus>")) for p in props}
+
+
+def _show(systemd: Any, unit: str, props: list[str]) -> dict[str, str]:
+    import subprocess
+
+    out = subprocess.run(
+        _tool(systemd, ["systemctl", "show", "-p", ",".join(props), unit]),
+        env=systemd.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    shown = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return {p: shown.get(p, "<not shown>") for p in props}
+
+
+Outcome = dict[str, Any]
+
+
+def _stop(client: Any, unit: str) -> None:
+    for method in (client.stop_unit, client.reset_failed_unit):
+        try:
+            method(unit)
+        except Exception:  # noqa: BLE001 - a unit that never loaded has nothing to stop
+            pass
+
+
+def _start_ours(client: Any, unit: str, properties: list[Any]) -> str:
+    try:
+        client.start_transient_unit(unit, [*_BASE, *properties])
+    except UnitFailedError:
+        return "started, then failed"
+    except Exception as exc:  # noqa: BLE001 - reported by the test
+        return f"rejected: {exc}"
+    return "started"
+
+
+def _start_ref(systemd: Any, unit: str, assignment: str) -> str:
+    import subprocess
+
+    run = subprocess.run(
+        _tool(
+            systemd,
+            [
+                "systemd-run",
+                "--quiet",
+                "--unit",
+                unit,
+                "--remain-after-exit",
+                "-p",
+                assignment,
+                "/bin/true",
+            ],
+        ),
+        env=systemd.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if run.returncode == 0:
+        return "started"
+    if (
+        "Failed to start transient" in run.stderr
+        or "Failed to parse" in run.stderr
+        or ("Unknown assignment" in run.stderr)
+    ):
+        return f"rejected: {run.stderr.strip()}"
+    return "started, then failed"
+
+
+@pytest.fixture(scope="module")
+def outcomes(systemd: Any) -> Iterator[dict[str, Outcome]]:
+    client = systemd.client()
+    results: dict[str, Outcome] = {}
+    for i, case in enumerate(CORPUS):
+        name, text = case[0], case[1]
+        value = case[2] if len(case) == 3 else text
+        shown = _shown_properties(name)
+        ours, ref = f"sbx-diff-{i:03d}-ours.service", f"sbx-diff-{i:03d}-ref.service"
+        # One unit at a time: two units may not share a BusName=, for one.
+        try:
+            ours_status = _start_ours(client, ours, Directive.of(name, value).properties())
+            # Read back at once: a unit may stop itself later (RuntimeMaxSec=...).
+            ours_shown = _observe(systemd, client, ours, shown)
+        finally:
+            _stop(client, ours)
+        try:
+            ref_status = _start_ref(systemd, ref, f"{name}={text}")
+            ref_shown = _observe(systemd, client, ref, shown)
+        finally:
+            _stop(client, ref)
+        results[_case_id(case)] = {
+            "ours_status": ours_status,
+            "ref_status": ref_status,
+            "ours": ours_shown,
+            "ref": ref_shown,
+        }
+    yield results
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[_case_id(c) for c in CORPUS])
+def test_our_properties_match_systemd_run(outcomes: dict[str, Outcome], case: Any) -> None:
+    outcome = outcomes[_case_id(case)]
+    assert not outcome["ref_status"].startswith("rejected"), outcome["ref_status"]
+    assert not outcome["ours_status"].startswith("rejected"), outcome["ours_status"]
+    # Both units must get as far: loaded and started, or loaded and then failed to run.
+    assert outcome["ours_status"] == outcome["ref_status"]
+    assert outcome["ours"] == outcome["ref"]
+    if case[0] not in NOT_OBSERVABLE:
+        assert outcome["ours"], "nothing was compared"
+        for prop, (text, value) in outcome["ours"].items():
+            assert text != "<not shown>" or value != "<not on the bus>", f"{prop} is not observable"
+
+
+def test_corpus_is_large_and_covers_the_table() -> None:
+    names = {c[0] for c in CORPUS}
+    assert len(CORPUS) >= 150
+    assert len(names) >= 120
+    accepted = {n for n, spec in DIRECTIVES.items() if not spec.reserved}
+    untested = accepted - names
+    assert untested == set(NOT_TESTED), "every untested directive needs a reason in NOT_TESTED"
+    assert not names - accepted, "the corpus names directives the table lacks or refuses"
