@@ -11,6 +11,7 @@ stopped and its failure state reset.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from sandboxed._directives import DIRECTIVES, Directive
 from sandboxed._bus import SERVICE_IFACE, UNIT_IFACE
+from sandboxed._directives import DIRECTIVES, Directive
 from sandboxed._errors import UnitFailedError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from differential_corpus import CORPUS, NOT_OBSERVABLE, NOT_TESTED  # noqa: E402
+from differential_corpus import CORPUS, NOT_OBSERVABLE, NOT_TESTED
 
 pytestmark = pytest.mark.systemd
 
@@ -75,10 +76,9 @@ def _observe(systemd: Any, client: Any, unit: str, props: list[str]) -> dict[str
         return {}
     bus: dict[str, Any] = {}
     for iface in (SERVICE_IFACE, UNIT_IFACE):
-        try:
+        # A unit that failed to load has no Service interface.
+        with contextlib.suppress(Exception):
             bus.update(client.get_unit_properties(unit, iface))
-        except Exception:  # noqa: BLE001 - a unit that failed to load has no Service interface
-            pass
     shown = _show(systemd, unit, props)
     return {p: (shown[p], bus.get(p, "<not on the bus>")) for p in props}
 
@@ -103,10 +103,9 @@ Outcome = dict[str, Any]
 
 def _stop(client: Any, unit: str) -> None:
     for method in (client.stop_unit, client.reset_failed_unit):
-        try:
+        # A unit that never loaded has nothing to stop or reset.
+        with contextlib.suppress(Exception):
             method(unit)
-        except Exception:  # noqa: BLE001 - a unit that never loaded has nothing to stop
-            pass
 
 
 def _start_ours(client: Any, unit: str, properties: list[Any]) -> str:
@@ -114,7 +113,7 @@ def _start_ours(client: Any, unit: str, properties: list[Any]) -> str:
         client.start_transient_unit(unit, [*_BASE, *properties])
     except UnitFailedError:
         return "started, then failed"
-    except Exception as exc:  # noqa: BLE001 - reported by the test
+    except Exception as exc:
         return f"rejected: {exc}"
     return "started"
 
