@@ -49,7 +49,14 @@ class SandboxedFunction(wrapt.FunctionWrapper):  # type: ignore[misc]
 
     def __init__(self, wrapped: Callable[..., Any], options: OptionSet) -> None:
         is_async = inspect.iscoroutinefunction(wrapped)
-        super().__init__(wrapped, _call_async if is_async else _call)
+        impl = _call_async if is_async else _call
+
+        # The wrapper knows its own SandboxedFunction: the same plain function may be
+        # decorated several times with different option sets.
+        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            return impl(self, wrapped, instance, args, kwargs)
+
+        super().__init__(wrapped, wrapper)
         self._self_options = options
         self._self_local = threading.local()
 
@@ -76,34 +83,31 @@ class SandboxedFunction(wrapt.FunctionWrapper):  # type: ignore[misc]
             try:
                 if _import_by_name(module, qualname) is self:
                     return _import_by_name, (module, qualname)
-            except Exception:  # noqa: BLE001 - fall back to by value
+            except Exception:  # fall back to by value
                 pass
         return _rebuild, (wrapped, self._self_options)
 
 
-def _target(wrapped: Any, instance: Any) -> Any:
-    """What to send to the worker: something that pickles and runs the plain function there."""
-    if instance is None:
-        me = getattr(wrapped, "_sandboxed_wrapper", None)
-        return me if me is not None else wrapped
-    return wrapped  # a bound method: pickled as getattr(instance, name)
+def _target(owner: SandboxedFunction, wrapped: Any, instance: Any) -> Any:
+    """What to send to the worker: something that pickles and runs the plain function there.
+
+    A plain function goes as its SandboxedFunction (by reference when importable, so that
+    recursion and module globals resolve there); a bound method as ``getattr(instance, name)``.
+    """
+    return owner if instance is None and owner.__wrapped__ is wrapped else wrapped
 
 
-def _sandbox_of(self_wrapper: Any) -> Any:
-    return _registry.get(self_wrapper._self_options)
-
-
-def _owner(wrapped: Any) -> SandboxedFunction | None:
-    return getattr(wrapped, "_sandboxed_wrapper", None)
-
-
-def _call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _call(
+    owner: SandboxedFunction,
+    wrapped: Any,
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
     if _context.IN_WORKER:
         return wrapped(*args, **kwargs)
-    owner = _owner(wrapped if instance is None else getattr(wrapped, "__func__", wrapped))
-    assert owner is not None
     sb = _registry.get(owner._self_options)
-    target = owner if instance is None and owner.__wrapped__ is wrapped else wrapped
+    target = _target(owner, wrapped, instance)
     try:
         return sb.call(target, args, kwargs)
     finally:
@@ -111,24 +115,43 @@ def _call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, 
 
 
 async def _call_async(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    owner: SandboxedFunction,
+    wrapped: Any,
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     if _context.IN_WORKER:
         return await wrapped(*args, **kwargs)
-    owner = _owner(wrapped if instance is None else getattr(wrapped, "__func__", wrapped))
-    assert owner is not None
     sb = _registry.get(owner._self_options)
-    target = owner if instance is None and owner.__wrapped__ is wrapped else wrapped
-    cancel: list[Callable[[], None]] = []
+    target = _target(owner, wrapped, instance)
+    lock = threading.Lock()
+    cancels: list[Callable[[], None]] = []
+    cancelled = False
+
+    def on_start(cancel: Callable[[], None]) -> None:
+        # The task may be cancelled before the call got its worker: kill it at once then.
+        with lock:
+            cancels.append(cancel)
+            now = cancelled
+        if now:
+            cancel()
+
     loop = asyncio.get_running_loop()
     fut = loop.run_in_executor(
-        None, functools.partial(sb.call, target, args, kwargs, on_start=cancel.append)
+        None, functools.partial(sb.call, target, args, kwargs, on_start=on_start)
     )
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
-        for c in cancel:
+        with lock:
+            cancelled = True
+            started = list(cancels)
+        for c in started:
             c()
+        # Nobody awaits the inner future any more: retrieve its outcome so asyncio
+        # does not log "exception was never retrieved".
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         raise
     finally:
         _record(owner, sb)
@@ -144,13 +167,7 @@ def _wrap(fn: Callable[..., Any], options: OptionSet) -> Any:
     if isinstance(fn, (classmethod, staticmethod)):
         inner = _wrap(fn.__func__, options)
         return type(fn)(inner)
-    wrapper = SandboxedFunction(fn, options)
-    # Lets _call find its wrapper from the plain function (also for bound methods).
-    try:
-        fn._sandboxed_wrapper = wrapper  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):
-        pass
-    return wrapper
+    return SandboxedFunction(fn, options)
 
 
 @overload
