@@ -405,15 +405,55 @@ def test_raw_property_names_must_look_like_bus_properties() -> None:
 
 
 def test_table_covers_the_core_directives() -> None:
-    core = """User Group PrivateNetwork PrivateTmp ProtectSystem ProtectHome ReadOnlyPaths
-    ReadWritePaths InaccessiblePaths BindPaths BindReadOnlyPaths TemporaryFileSystem
-    NoNewPrivileges SystemCallFilter SystemCallArchitectures CapabilityBoundingSet
-    AmbientCapabilities LimitNOFILE Environment WorkingDirectory UMask CPUQuota MemoryMax
-    MemoryHigh MemorySwapMax TasksMax RestrictAddressFamilies ProtectProc ProcSubset
-    PrivateDevices ProtectKernelTunables ProtectKernelModules ProtectControlGroups
-    RestrictNamespaces LockPersonality MemoryDenyWriteExecute RestrictRealtime RestrictSUIDSGID
-    PrivateUsers ProtectClock ProtectHostname ProtectKernelLogs IPAddressDeny DynamicUser
-    KillMode TimeoutStopSec RuntimeMaxSec""".split()
+    core = [
+        "User",
+        "Group",
+        "PrivateNetwork",
+        "PrivateTmp",
+        "ProtectSystem",
+        "ProtectHome",
+        "ReadOnlyPaths",
+        "ReadWritePaths",
+        "InaccessiblePaths",
+        "BindPaths",
+        "BindReadOnlyPaths",
+        "TemporaryFileSystem",
+        "NoNewPrivileges",
+        "SystemCallFilter",
+        "SystemCallArchitectures",
+        "CapabilityBoundingSet",
+        "AmbientCapabilities",
+        "LimitNOFILE",
+        "Environment",
+        "WorkingDirectory",
+        "UMask",
+        "CPUQuota",
+        "MemoryMax",
+        "MemoryHigh",
+        "MemorySwapMax",
+        "TasksMax",
+        "RestrictAddressFamilies",
+        "ProtectProc",
+        "ProcSubset",
+        "PrivateDevices",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectControlGroups",
+        "RestrictNamespaces",
+        "LockPersonality",
+        "MemoryDenyWriteExecute",
+        "RestrictRealtime",
+        "RestrictSUIDSGID",
+        "PrivateUsers",
+        "ProtectClock",
+        "ProtectHostname",
+        "ProtectKernelLogs",
+        "IPAddressDeny",
+        "DynamicUser",
+        "KillMode",
+        "TimeoutStopSec",
+        "RuntimeMaxSec",
+    ]
     missing = [n for n in core if n not in DIRECTIVES or DIRECTIVES[n].reserved]
     assert not missing
 
