@@ -11,8 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
 class SandboxError(Exception):
     """Base class of every error raised by sandboxed itself."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take structured arguments, not their message: rebuild from state
+        # so that errors cross process boundaries (workers, Dask, multiprocessing).
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 # -- configuration: raised before any unit exists ------------------------------------------

@@ -73,20 +73,31 @@ class Identity:
         return mode & bits == bits
 
 
-def needed_paths(extra: Iterable[str] = ()) -> list[str]:
-    """Directories (and zip files) the worker needs: interpreter, stdlib, sys.path, ``extra``."""
-    candidates = [
+def needed_paths(extra: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """(required, optional) directories and zip files the worker reads.
+
+    Required: the interpreter, the standard library, site-packages and sandboxed
+    itself — without them no call can work. Optional: the other ``sys.path``
+    entries and ``extra`` — needed only by calls whose code lives there.
+    """
+    paths = sysconfig.get_paths()
+    required = [
         os.path.dirname(os.path.realpath(sys.executable)),
         os.path.dirname(os.path.abspath(sys.executable)),
         sys.prefix,
         sys.base_prefix,
         sys.exec_prefix,
         sys.base_exec_prefix,
-        sysconfig.get_paths().get("stdlib", ""),
-        sysconfig.get_paths().get("platstdlib", ""),
-        *sys.path,
-        *extra,
+        paths.get("stdlib", ""),
+        paths.get("platstdlib", ""),
+        paths.get("purelib", ""),
+        paths.get("platlib", ""),
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     ]
+    return _existing(required), [p for p in _existing([*sys.path, *extra]) if p not in required]
+
+
+def _existing(candidates: Iterable[str]) -> list[str]:
     out: list[str] = []
     for c in candidates:
         if not c:
@@ -94,11 +105,7 @@ def needed_paths(extra: Iterable[str] = ()) -> list[str]:
         p = os.path.realpath(os.path.abspath(c))
         if os.path.exists(p) and p not in out:
             out.append(p)
-    # A venv's interpreter is a symlink: the link's directory is needed as well.
-    link_dir = os.path.abspath(os.path.dirname(sys.executable))
-    if link_dir not in out and os.path.isdir(link_dir):
-        out.append(link_dir)
-    return _minimal(out)
+    return out
 
 
 def _minimal(paths: Sequence[str]) -> list[str]:
@@ -138,6 +145,7 @@ class Reach:
     binds: tuple[str, ...] = ()
     protect_home: str | None = None  # a replacement value for ProtectHome=, if one is needed
     notes: tuple[str, ...] = ()
+    unreachable: tuple[UnreachableCodeError, ...] = ()  # optional paths left out, and why
 
 
 def plan(
@@ -146,8 +154,36 @@ def plan(
     protect_home: str | None,
     inaccessible: Sequence[str] = (),
     temporary: Sequence[str] = (),
+    optional: Sequence[str] = (),
 ) -> Reach:
-    """Compute the mounts that make ``paths`` reachable; raise UnreachableCodeError if impossible."""
+    """Compute the mounts that make ``paths`` reachable; raise UnreachableCodeError if impossible.
+
+    ``optional`` paths that cannot be reached are left out and listed in
+    ``Reach.unreachable`` instead (a call whose code lives there fails then).
+    """
+    required = _minimal(paths)
+    reachable_optional = []
+    unreachable = []
+    for p in _minimal(optional):
+        if any(p == r or p.startswith(r.rstrip("/") + "/") for r in required):
+            continue
+        try:
+            plan([p], who, protect_home, inaccessible, temporary)
+        except UnreachableCodeError as e:
+            unreachable.append(e)
+        else:
+            reachable_optional.append(p)
+    r = _plan(_minimal([*required, *reachable_optional]), who, protect_home, inaccessible, temporary)
+    return attrs.evolve(r, unreachable=tuple(unreachable))
+
+
+def _plan(
+    paths: Sequence[str],
+    who: Identity,
+    protect_home: str | None,
+    inaccessible: Sequence[str],
+    temporary: Sequence[str],
+) -> Reach:
     tmpfs: list[str] = []
     binds: list[str] = []
     notes: list[str] = []

@@ -28,6 +28,7 @@ from sandboxed import _codec, _serial
 from sandboxed._errors import (
     ManagerError,
     PayloadTooLargeError,
+    ResourceLimitError,
     SandboxMemoryError,
     SandboxTimeoutError,
     SerializationError,
@@ -37,10 +38,15 @@ from sandboxed._errors import (
 from sandboxed._framing import DEFAULT_LIMIT, Kind, ProtocolError, recv_frame, send_frame
 from sandboxed._stats import CallStats, CgroupProbe
 
+# The package is registered without running its __init__ (the caller's side: decorator,
+# asyncio, wrapt... ~200 ms); _worker completes it when user code asks for a public name.
 BOOT = (
     "import sys,json,base64;sys.path[:]=json.loads(base64.b64decode(sys.argv[1]));"
+    "import importlib.util as u;s=u.spec_from_file_location('sandboxed',sys.argv[2]);"
+    "sys.modules['sandboxed']=u.module_from_spec(s);"
     "import sandboxed._worker as w;w.main()"
 )
+PACKAGE_INIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py")
 START_TIMEOUT = 60.0
 KILL_GRACE = 1.0
 
@@ -273,16 +279,33 @@ class Sandbox:
         self._closed = False
         self._serial = itertools.count(1)
         self._props_cache: list[tuple[str, str, object]] | None = None
+        self.notes: tuple[str, ...] = ()
+        self.unreachable: tuple[Exception, ...] = ()
         self.last_stats: CallStats | None = None
 
     # -- unit properties ---------------------------------------------------------------
 
     def base_properties(self) -> list[tuple[str, str, object]]:
         if self._props_cache is None:
-            from sandboxed._unitprops import unit_properties
+            from sandboxed._unitprops import unit_plan
 
-            self._props_cache = unit_properties(self.options)
+            self._props_cache, self.notes, self.unreachable = unit_plan(self.options)
         return self._props_cache
+
+    def check_reachable(self, fn: Callable[..., Any]) -> None:
+        """Raise UnreachableCodeError if ``fn``'s module lies where the sandbox cannot read."""
+        self.base_properties()
+        if not self.unreachable:
+            return
+        module = getattr(getattr(fn, "__func__", fn), "__module__", None)
+        if module is None or module == "__main__":
+            return
+        mod = sys.modules.get(module)
+        path = os.path.realpath(getattr(mod, "__file__", None) or "/")
+        for err in self.unreachable:
+            where = getattr(err, "path", "")
+            if where and (path == where or path.startswith(where.rstrip("/") + "/")):
+                raise err
 
     def unit_properties(self, ctl_fd: int, diag_fd: int) -> list[tuple[str, str, object]]:
         path = [os.getcwd() if p == "" else p for p in sys.path]
@@ -290,7 +313,7 @@ class Sandbox:
         exe = sys.executable
         props = [
             ("Description", "s", f"sandboxed worker of pid {os.getpid()}"),
-            ("ExecStart", "a(sasb)", [(exe, [exe, "-s", "-B", "-c", BOOT, arg], False)]),
+            ("ExecStart", "a(sasb)", [(exe, [exe, "-s", "-B", "-c", BOOT, arg, PACKAGE_INIT], False)]),
             ("StandardInputFileDescriptor", "h", ctl_fd),
             ("StandardOutputFileDescriptor", "h", ctl_fd),
             ("StandardErrorFileDescriptor", "h", diag_fd),
@@ -396,6 +419,7 @@ class Sandbox:
         ``on_start`` receives a function that cancels the running call (kills its worker).
         """
         _stats_local.last = None
+        self.check_reachable(fn)
         opts = self.options
         safe = bool(getattr(opts, "safe_results", False))
         if timeout is None:
@@ -447,16 +471,64 @@ class Sandbox:
                     w.sock.settimeout(None)
                     healthy = True
                     w.calls += 1
-                    if kind == Kind.RESULT:
-                        self._record(probe, before, t0)
-                        return _serial.loads_result(reply[0], reply[1:], safe=safe)
                     self._record(probe, before, t0)
+                    if kind == Kind.RESULT:
+                        return _serial.loads_result(reply[0], reply[1:], safe=safe)
                     raise _serial.loads_exception(reply[0], reply[1:], safe=safe)
         except PayloadTooLargeError:
             self._stop_worker(w)
             raise
+        except BaseException as e:
+            limit_error = self._tasks_limit_hit(w, probe, before, e)
+            if limit_error is not None:
+                healthy = False
+                raise limit_error from e
+            raise
+        else:  # pragma: no cover - the loop only exits by return or raise
+            raise AssertionError("unreachable")
         finally:
+            if healthy and probe is not None and before is not None and self._tasks_hit(probe, before):
+                # Processes forked up to TasksMax= may still run: recycle the unit.
+                healthy = False
+                self._recycle(w.unit)
             self._release(w, healthy)
+
+    @staticmethod
+    def _tasks_hit(probe: CgroupProbe, before: Any) -> bool:
+        try:
+            return probe.pids_limit_hits() > before.pids_hits
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _tasks_limit_hit(
+        self, w: _Worker, probe: CgroupProbe | None, before: Any, err: BaseException
+    ) -> ResourceLimitError | None:
+        """A ResourceLimitError when ``err`` came with the unit hitting TasksMax=."""
+        if probe is None or before is None or isinstance(err, ResourceLimitError):
+            return None
+        if not self._tasks_hit(probe, before):
+            return None
+        self._recycle(w.unit)
+        limit = None
+        get = getattr(self.options, "get", None)
+        d = get("TasksMax") if get is not None else None
+        if d is not None:
+            limit = d.value
+        return ResourceLimitError(
+            "TasksMax",
+            limit,
+            f"the call tried to create more tasks than the unit allows ({err.__class__.__name__}: "
+            f"{err}); the unit was stopped with everything it forked and the next call gets a "
+            "fresh one",
+        )
+
+    def _recycle(self, unit: _Unit) -> None:
+        """Stop ``unit`` (and all its processes); the next call starts a fresh one."""
+        with self._cond:
+            if self._unit is unit:
+                self._unit = None
+            self._cond.notify_all()
+        unit.stop(wait=False)
 
     def _record(self, probe: CgroupProbe | None, before: Any, t0: float) -> None:
         if probe is None or before is None:

@@ -58,6 +58,7 @@ class _Snapshot:
     cpu_ns: int | None
     io: tuple[int, int] | None
     peak_fd: int | None
+    pids_hits: int = 0
 
 
 class CgroupProbe:
@@ -175,7 +176,7 @@ class CgroupProbe:
         return None
 
     def snapshot(self) -> _Snapshot:
-        return _Snapshot(self.cpu_ns(), self.io_bytes(), self._reset_peak())
+        return _Snapshot(self.cpu_ns(), self.io_bytes(), self._reset_peak(), self.pids_limit_hits())
 
     def delta(self, before: _Snapshot, wall: float) -> CallStats:
         cpu = self.cpu_ns()
@@ -189,6 +190,11 @@ class CgroupProbe:
             tasks=self.tasks(),
             unit=self.unit,
         )
+
+    def pids_limit_hits(self) -> int:
+        """How often a fork or clone in the unit failed on ``TasksMax=`` (pids.events "max")."""
+        f = self._file(("unified", "pids.events"), ("pids", "pids.events"))
+        return (_keyed(_read(f), "max") if f else None) or 0
 
     def oom_kills(self) -> int:
         f = self._file(("unified", "memory.events"))

@@ -44,7 +44,9 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
-def reach_directives(options: Any) -> tuple[list[Directive], Directive | None, tuple[str, ...]]:
+def reach_directives(
+    options: Any,
+) -> tuple[list[Directive], Directive | None, tuple[str, ...], tuple[Exception, ...]]:
     """Extra directives that make the interpreter and code reachable (see :mod:`_reach`)."""
     user = _value(options, "User")
     who = Identity.of(
@@ -55,12 +57,14 @@ def reach_directives(options: Any) -> tuple[list[Directive], Directive | None, t
     protect_home = _value(options, "ProtectHome")
     if isinstance(protect_home, bool):
         protect_home = "yes" if protect_home else "no"
+    required, optional = needed_paths()
     r = plan(
-        needed_paths(),
+        required,
         who,
         str(protect_home) if protect_home is not None else None,
         inaccessible=_strings(_value(options, "InaccessiblePaths")),
         temporary=_strings(_value(options, "TemporaryFileSystem")),
+        optional=optional,
     )
     extra = []
     if r.tmpfs:
@@ -68,12 +72,15 @@ def reach_directives(options: Any) -> tuple[list[Directive], Directive | None, t
     if r.binds:
         extra.append(Directive.of("BindReadOnlyPaths", list(r.binds)))
     replaced = Directive.of("ProtectHome", r.protect_home) if r.protect_home else None
-    return extra, replaced, r.notes
+    return extra, replaced, r.notes, r.unreachable
 
 
-def merged_directives(options: Any) -> tuple[list[Any], tuple[str, ...]]:
-    """The user's directives merged with the reachability ones; also the notes explaining changes."""
-    extra, replaced, notes = reach_directives(options)
+def merged_directives(
+    options: Any,
+) -> tuple[list[Any], tuple[str, ...], tuple[Exception, ...]]:
+    """The user's directives merged with the reachability ones, the notes explaining
+    changes, and the optional code paths the sandbox cannot reach."""
+    extra, replaced, notes, unreachable = reach_directives(options)
     env = getattr(options, "env", ()) or ()
     if env:
         extra.append(Directive.of("Environment", [f"{k}={v}" for k, v in env]))
@@ -85,12 +92,17 @@ def merged_directives(options: Any) -> tuple[list[Any], tuple[str, ...]]:
             by_name[d.name] = by_name[d.name].merge(d)
         else:
             by_name[d.name] = d
-    return list(by_name.values()), notes
+    return list(by_name.values()), notes, unreachable
 
 
 def unit_properties(options: Any) -> list[Property]:
     """All bus properties for ``StartTransientUnit`` except the channel and ExecStart."""
-    directives, _notes = merged_directives(options)
+    return unit_plan(options)[0]
+
+
+def unit_plan(options: Any) -> tuple[list[Property], tuple[str, ...], tuple[Exception, ...]]:
+    """(bus properties, notes on adjustments, unreachable optional code paths)."""
+    directives, notes, unreachable = merged_directives(options)
     props: list[Property] = []
     for d in directives:
         props.extend(d.properties())
@@ -100,4 +112,4 @@ def unit_properties(options: Any) -> list[Property]:
     if "TimeoutStopUSec" not in names:
         # The supervisor exits at once on SIGTERM; no need for systemd's 90 s default.
         props.append(("TimeoutStopUSec", "t", 5_000_000))
-    return props
+    return props, notes, unreachable

@@ -264,6 +264,9 @@ def serve(sock: socket.socket) -> None:
         except BaseException as e:  # noqa: BLE001 - SystemExit/KeyboardInterrupt go back too
             ok = False
             value = e
+            # The user's traceback starts in their function, not in this loop.
+            if e.__traceback__ is not None and e.__traceback__.tb_next is not None:
+                e.__traceback__ = e.__traceback__.tb_next
         try:
             out = (
                 _serial.dumps_result(value, safe=safe)
@@ -290,7 +293,30 @@ async def _await(value: Any) -> Any:
     return await value
 
 
+def _complete_package_lazily() -> None:
+    """Run the package's ``__init__`` (skipped by the boot) on first use of a public name."""
+    pkg = sys.modules.get("sandboxed")
+    if pkg is None or "__all__" in vars(pkg) or pkg.__spec__ is None:
+        return
+    spec = pkg.__spec__
+
+    def __getattr__(name: str) -> Any:  # noqa: N807 - PEP 562
+        # Submodules import themselves (``from sandboxed import _serial`` asks here first).
+        if name.startswith("_") and name != "__all__":
+            raise AttributeError(name)
+        del vars(pkg)["__getattr__"]
+        try:
+            spec.loader.exec_module(pkg)  # type: ignore[union-attr]
+        except BaseException:
+            vars(pkg)["__getattr__"] = __getattr__
+            raise
+        return getattr(pkg, name)
+
+    vars(pkg)["__getattr__"] = __getattr__
+
+
 def main() -> None:
+    _complete_package_lazily()
     ctl = socket.socket(fileno=os.dup(0))
     ctl.set_inheritable(False)
     # fd 0 and 1 were the control socket; make sure nothing else writes there.

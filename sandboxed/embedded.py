@@ -91,10 +91,11 @@ class EmbeddedManager:
         """Prefix for running ``systemctl``/``systemd-run`` against this manager.
 
         systemd's tools refuse to talk to a manager unless /run/systemd/system
-        exists, which must not be faked on the host; they run in the manager's
-        mount namespace instead (where /run is its own).
+        exists, which must not be faked on the host, and the manager's private
+        socket refuses peers it cannot see; so they run in the manager's mount
+        namespace (where /run is its own) and PID namespace.
         """
-        return ["nsenter", f"--mount=/proc/{self.pid}/ns/mnt", "--"]
+        return ["nsenter", f"--mount=/proc/{self.pid}/ns/mnt", f"--pid=/proc/{self.pid}/ns/pid", "--"]
 
     def cgroup_root(self, hierarchy: str = "unified") -> str | None:
         """Host path of the manager's root cgroup in ``hierarchy`` ("unified", "memory"...)."""
