@@ -527,6 +527,7 @@ def mask_set(
     lower: bool,
     booleans: bool = False,
     order: Sequence[str] | None = None,
+    plural: str = "",
 ) -> Kind:
     """A set of named bits sent as a ``t`` mask, with a leading ``~`` for its complement.
 
@@ -586,7 +587,8 @@ def mask_set(
 
     return Kind(
         "t",
-        f"{what}s: a space-separated string or a list, with a leading '~' for all but those"
+        f"{plural or what + 's'}: a space-separated string or a list, "
+        "with a leading '~' for all but those"
         + ("; or a boolean (True restricts all)" if booleans else ""),
         convert,
         emit,

@@ -212,6 +212,7 @@ CAPABILITIES = mask_set(
     UINT64_MAX,
     "capability",
     lower=True,
+    plural="capabilities",
 )
 
 # -- IPAddressAllow=, IPAddressDeny= --------------------------------------------------------
