@@ -18,7 +18,9 @@ from sandboxed import sandboxed
 pytestmark = pytest.mark.systemd
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120):
+def cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sandboxed", *args],
         capture_output=True,
@@ -219,9 +221,7 @@ def _sleeper(client, pid: int) -> str:
     return name
 
 
-def test_gc_stops_units_whose_caller_is_gone_and_keeps_the_others(
-    systemd: object, client
-) -> None:
+def test_gc_stops_units_whose_caller_is_gone_and_keeps_the_others(systemd: object, client) -> None:
     orphan = _sleeper(client, _dead_pid())
     mine = _sleeper(client, os.getpid())
     try:
