@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib
 import inspect
 import threading
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -94,7 +94,13 @@ def _target(owner: SandboxedFunction, wrapped: Any, instance: Any) -> Any:
     A plain function goes as its SandboxedFunction (by reference when importable, so that
     recursion and module globals resolve there); a bound method as ``getattr(instance, name)``.
     """
-    return owner if instance is None and owner.__wrapped__ is wrapped else wrapped
+    if instance is None:
+        return owner if owner.__wrapped__ is wrapped else wrapped
+    if inspect.ismethod(wrapped):
+        return wrapped
+    # Called through the class (``C.method(obj, x)``): wrapt hands us a partial object
+    # proxy, which does not pickle; the same bound method does.
+    return types.MethodType(owner.__wrapped__, instance)
 
 
 def _call(
@@ -109,9 +115,9 @@ def _call(
     sb = _registry.get(owner._self_options)
     target = _target(owner, wrapped, instance)
     try:
-        return sb.call(target, args, kwargs)
+        return sb.call(target, args, kwargs, timeout=owner._self_options.timeout)
     finally:
-        _record(owner, sb)
+        _record(owner, thread_last_stats())
 
 
 async def _call_async(
@@ -137,10 +143,19 @@ async def _call_async(
         if now:
             cancel()
 
+    stats: list[CallStats | None] = []
+
+    def run() -> Any:
+        try:
+            return sb.call(
+                target, args, kwargs, timeout=owner._self_options.timeout, on_start=on_start
+            )
+        finally:
+            # Stats are per thread: take them in the thread that made the call.
+            stats.append(thread_last_stats())
+
     loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(
-        None, functools.partial(sb.call, target, args, kwargs, on_start=on_start)
-    )
+    fut = loop.run_in_executor(None, run)
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
@@ -154,11 +169,10 @@ async def _call_async(
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         raise
     finally:
-        _record(owner, sb)
+        _record(owner, stats[0] if stats else None)
 
 
-def _record(owner: SandboxedFunction, sb: Any) -> None:
-    stats = thread_last_stats()
+def _record(owner: SandboxedFunction, stats: CallStats | None) -> None:
     owner._self_local.stats = stats
     _local.stats = stats
 

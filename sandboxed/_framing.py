@@ -19,9 +19,12 @@ from __future__ import annotations
 import enum
 import socket
 import struct
-from collections.abc import Sequence
 
 from sandboxed._errors import PayloadTooLargeError
+
+TYPE_CHECKING = False  # typing stays out of the sandbox's start-up
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 HEADER = struct.Struct("!BBHIQ")
 LENGTH = struct.Struct("!Q")
@@ -45,6 +48,7 @@ class Kind(enum.IntEnum):
     EXITED = 9  # supervisor -> caller: [codec (id, pid, status)]
     KILL = 10  # caller -> supervisor: [codec (id, signal)]
     FAILED = 11  # supervisor/worker -> caller: [codec message]
+    STARTED = 12  # worker -> caller: [] the call is loaded and its function starts now
 
 
 class ProtocolError(ConnectionError):

@@ -22,15 +22,20 @@ _sandboxes: dict[Any, Sandbox] = {}
 
 
 def get(options: Any, max_workers: int | None = None) -> Sandbox:
-    """The shared sandbox for ``options`` (created, not started, on first use)."""
-    sb = _sandboxes.get(options)
+    """The shared sandbox for ``options`` (created, not started, on first use).
+
+    Sandboxes are keyed by ``options.key``, which leaves out the per-call
+    timeout: functions that differ only in their timeout share a unit.
+    """
+    key = getattr(options, "key", options)
+    sb = _sandboxes.get(key)
     if sb is not None:
         return sb
     with _lock:
-        sb = _sandboxes.get(options)
+        sb = _sandboxes.get(key)
         if sb is None:
             sb = Sandbox(options, max_workers=max_workers)
-            _sandboxes[options] = sb
+            _sandboxes[key] = sb
         return sb
 
 

@@ -429,7 +429,13 @@ class Sandbox:
         size = sum(memoryview(p).nbytes for p in parts)
         if size > limit:
             raise PayloadTooLargeError("call (function and arguments)", size, limit)
-        header = _codec.encode({"safe": safe, "log_level": logging.getLogger().getEffectiveLevel()})
+        header = _codec.encode(
+            {
+                "safe": safe,
+                "log_level": logging.getLogger().getEffectiveLevel(),
+                "ack": timeout is not None,
+            }
+        )
         w = self._acquire()
         healthy = False
         cancelled = threading.Event()
@@ -449,7 +455,9 @@ class Sandbox:
                 send_frame(w.sock, Kind.CALL, [header, *parts])
             except OSError:
                 raise self._died(w, cancelled) from None
-            deadline = None if timeout is None else t0 + float(timeout)
+            # Until the worker says the function started (imports, unpickling) the
+            # call gets a generous start-up allowance; then its own timeout.
+            deadline = None if timeout is None else t0 + START_TIMEOUT + float(timeout)
             while True:
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
@@ -463,7 +471,10 @@ class Sandbox:
                     continue
                 except (EOFError, ConnectionError, ProtocolError):
                     raise self._died(w, cancelled) from None
-                if kind == Kind.OUTPUT:
+                if kind == Kind.STARTED:
+                    if timeout is not None:
+                        deadline = time.monotonic() + float(timeout)
+                elif kind == Kind.OUTPUT:
                     _write_output(bytes(reply[0]), reply[1])
                 elif kind == Kind.LOG:
                     _emit_log(reply[0])

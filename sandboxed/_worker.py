@@ -25,9 +25,12 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
 
 from sandboxed import _codec
+
+TYPE_CHECKING = False  # typing stays out of the unit's start-up
+if TYPE_CHECKING:
+    from typing import Any
 from sandboxed._framing import Kind, recv_frame, recv_frame_with_fds, send_frame
 
 
@@ -52,6 +55,10 @@ def supervise(ctl: socket.socket) -> None:
     # Termination by systemd (unit stop) must take the workers along.
     signal.signal(signal.SIGTERM, lambda *_: _terminate(children))
     send_frame(ctl, Kind.READY, [_codec.encode(_info())])
+    # What every worker needs, imported once here (while the caller handles READY) rather
+    # than after each fork; forked workers share these pages.
+    from sandboxed import _context, _serial  # noqa: F401
+    import logging  # noqa: F401
     while True:
         ready, _, _ = select.select([ctl, rfd], [], [])
         if rfd in ready:
@@ -256,6 +263,10 @@ def serve(sock: socket.socket) -> None:
         ok = True
         try:
             fn, args, kwargs = _serial.loads_call(parts[1], parts[2:])
+            if header.get("ack"):
+                # The caller's timeout counts from here: imports and unpickling don't.
+                with lock:
+                    send_frame(sock, Kind.STARTED, [])
             value = fn(*args, **kwargs)
             if _is_awaitable(value):
                 import asyncio
@@ -284,6 +295,9 @@ def serve(sock: socket.socket) -> None:
 
 
 def _is_awaitable(value: object) -> bool:
+    # inspect costs ~10 ms to import: only a value that might be awaitable needs it.
+    if not hasattr(type(value), "__await__") and type(value).__name__ != "generator":
+        return False
     import inspect
 
     return inspect.isawaitable(value)
