@@ -458,11 +458,24 @@ NoNetwork: Final = Preset.define(
 sockets at all, and the host's name-resolution sockets hidden. AF_UNIX stays
 allowed: the worker's channel is one, and ``asyncio`` needs ``socketpair()``."""
 
+# A unit without User= runs as root, and root undoes read-only mounts unless it lacks
+# the means (tests/security/test_escape_filesystem.py): CAP_SYS_ADMIN remounts / read-write
+# or mounts over a directory; CAP_DAC_READ_SEARCH reopens any file of the root file system
+# with open_by_handle_at() through a writable mount of it (the private /tmp is one); and
+# the raw block device in /dev is writable. No effect on code that runs as another user.
 ReadOnly: Final = Preset.define(
-    "ReadOnly", {"ProtectSystem": "strict", "ProtectHome": "read-only", "PrivateTmp": True}
+    "ReadOnly",
+    {
+        "ProtectSystem": "strict",
+        "ProtectHome": "read-only",
+        "PrivateTmp": True,
+        "PrivateDevices": True,
+        "CapabilityBoundingSet": "~CAP_SYS_ADMIN CAP_DAC_READ_SEARCH",
+    },
 )
 """The whole file system read-only, home directories included; /tmp and /var/tmp
-private and writable (and gone when the unit stops)."""
+private and writable (and gone when the unit stops); only pseudo devices in /dev, and
+no capability with which root could make it writable again."""
 
 PrivateTmp: Final = Preset.define("PrivateTmp", {"PrivateTmp": True})
 """A private, empty /tmp and /var/tmp, removed when the unit stops."""

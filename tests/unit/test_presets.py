@@ -51,7 +51,13 @@ EXPECTED = [
     ),
     pytest.param(
         ReadOnly,
-        ["PrivateTmp=yes", "ProtectHome=read-only", "ProtectSystem=strict"],
+        [
+            "CapabilityBoundingSet=~cap_dac_read_search cap_sys_admin",
+            "PrivateDevices=yes",
+            "PrivateTmp=yes",
+            "ProtectHome=read-only",
+            "ProtectSystem=strict",
+        ],
         {},
         id="ReadOnly",
     ),
