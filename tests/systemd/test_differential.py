@@ -86,15 +86,16 @@ def _observe(systemd: Any, client: Any, unit: str, props: list[str]) -> dict[str
 def _show(systemd: Any, unit: str, props: list[str]) -> dict[str, str]:
     import subprocess
 
-    out = subprocess.run(
+    run = subprocess.run(
         _tool(systemd, ["systemctl", "show", "-p", ",".join(props), unit]),
         env=systemd.env,
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
-    ).stdout
-    shown = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    )
+    if run.returncode != 0:
+        return {p: f"<systemctl show failed: {run.stderr.strip()}>" for p in props}
+    shown = dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
     return {p: shown.get(p, "<not shown>") for p in props}
 
 

@@ -473,3 +473,11 @@ def test_cpu_quota_float_and_its_spelling_are_the_same_key(fraction: float) -> N
     text = str(d).split("=", 1)[1]
     assert Directive.of("CPUQuota", text) == d
     assert hash(Directive.of("CPUQuota", text)) == hash(d)
+
+
+def test_directive_reference_page_is_current() -> None:
+    from sandboxed import _docgen
+
+    assert _docgen.DOC.read_text(encoding="utf-8") == _docgen.render(), (
+        "docs/directives.md is stale: run python -m sandboxed._docgen"
+    )
