@@ -17,11 +17,16 @@ def busy_cpu(timeout):
 
 
 if __name__ == "__main__":
-    with TransientUnitPoolExecutor(ns_options={
-        "PrivateTmp": True, "PrivateNetwork": True, "CPUQuota": 0.2,
-        "ProtectSystem": "strict", "User": "nobody",
-    }) as pool:
-        print('bootstrap unit', pool.unit.Id.decode())
+    with TransientUnitPoolExecutor(
+        ns_options={
+            "PrivateTmp": True,
+            "PrivateNetwork": True,
+            "CPUQuota": 0.2,
+            "ProtectSystem": "strict",
+            "User": "nobody",
+        }
+    ) as pool:
+        print("bootstrap unit", pool.unit.Id.decode())
         pool.submit(busy_cpu, timeout=5)
         pool.submit(busy_cpu, timeout=10)
         pool.submit(busy_cpu, timeout=15)

@@ -61,7 +61,9 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
 
 
-def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+def mount(
+    source: str, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
     _check(
         _libc.mount(
             source.encode(),
@@ -104,7 +106,13 @@ def _pid1(cfg: dict[str, object]) -> None:
         if mnt["name"]:
             os.makedirs(target, exist_ok=True)
         if mnt["type"] == "cgroup2":
-            mount("cgroup2", target, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, mnt["options"] or None)
+            mount(
+                "cgroup2",
+                target,
+                "cgroup2",
+                MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                mnt["options"] or None,
+            )
         else:
             mount("cgroup", target, "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, mnt["options"])
     for link, dest in cfg["cgroup_links"]:  # type: ignore[attr-defined]
@@ -151,10 +159,8 @@ def _remove_cgroups(paths: list[str]) -> None:
         while os.path.isdir(top):
             dirs = [d for d, _sub, _files in os.walk(top, topdown=False)]
             for d in dirs:
-                try:
+                with contextlib.suppress(OSError):
                     os.rmdir(d)
-                except OSError:
-                    pass
             if not os.path.isdir(top) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -198,7 +204,9 @@ def main() -> None:
     master, slave = os.openpty()
     cfg["console"] = os.ttyname(slave)
     # Threads cannot be created once the PID namespace is unshared.
-    threading.Thread(target=_pump, args=(master, str(cfg["log"]), cfg["console"]), daemon=True).start()
+    threading.Thread(
+        target=_pump, args=(master, str(cfg["log"]), cfg["console"]), daemon=True
+    ).start()
     unshare(CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:
@@ -207,7 +215,7 @@ def main() -> None:
             os.dup2(slave, 1)
             os.dup2(slave, 2)
             # Keep our end of the slave open: with no slave fd open (systemd reopens its
-    # console now and then) reads on the master fail and the log would stop.
+            # console now and then) reads on the master fail and the log would stop.
             _pid1(cfg)
         except BaseException as e:
             _log(f"cannot boot the manager: {e}")
@@ -236,10 +244,8 @@ def main() -> None:
             continue
     _log(f"manager exited with status {status:#x}")
     _remove_cgroups(list(cfg["cgroup_dirs"]))
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(str(cfg["pid_file"]))
-    except FileNotFoundError:
-        pass
 
 
 if __name__ == "__main__":

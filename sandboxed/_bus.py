@@ -66,7 +66,8 @@ def parse_address(address: str) -> str:
             if key == "abstract":
                 return "\0" + value
     raise ManagerError(
-        f"unsupported D-Bus address {address!r}; accepted: 'unix:path=/some/socket' or a socket path"
+        f"unsupported D-Bus address {address!r}; "
+        "accepted: 'unix:path=/some/socket' or a socket path"
     )
 
 
@@ -114,7 +115,9 @@ class Connection:
         try:
             reply = self.call(
                 new_method_call(
-                    DBusAddress("/org/freedesktop/DBus", "org.freedesktop.DBus", "org.freedesktop.DBus"),
+                    DBusAddress(
+                        "/org/freedesktop/DBus", "org.freedesktop.DBus", "org.freedesktop.DBus"
+                    ),
                     "Hello",
                 ),
                 timeout=timeout,
@@ -265,7 +268,13 @@ class ManagerClient:
         self._conn.close()
 
     def _bus_call(
-        self, dest: str, path: str, iface: str, method: str, sig: str | None = None, body: tuple[Any, ...] = ()
+        self,
+        dest: str,
+        path: str,
+        iface: str,
+        method: str,
+        sig: str | None = None,
+        body: tuple[Any, ...] = (),
     ) -> tuple[Any, ...]:
         msg = new_method_call(DBusAddress(path, bus_name=dest, interface=iface), method, sig, body)
         return tuple(self._conn.call(msg).body)
@@ -391,20 +400,61 @@ class ManagerClient:
 
     def rejection(self, err: DBusError, properties: Sequence[Property]) -> ManagerError:
         """Turn a D-Bus error from StartTransientUnit into an error naming the directive."""
-        directive = None
-        for prop_name, _sig, _val in properties:
-            if prop_name in err.text:
-                directive = prop_name
-                break
-        if err.name in (
-            "org.freedesktop.DBus.Error.InvalidArgs",
-            "org.freedesktop.DBus.Error.PropertyReadOnly",
-            "org.freedesktop.DBus.Error.NotSupported",
-        ) or "Cannot set property" in err.text or "Unknown assignment" in err.text:
-            return DirectiveRejectedError(directive, self.version, err.name, err.text)
-        return err
+        rejected = (
+            err.name
+            in (
+                "org.freedesktop.DBus.Error.InvalidArgs",
+                "org.freedesktop.DBus.Error.PropertyReadOnly",
+                "org.freedesktop.DBus.Error.NotSupported",
+                "System.Error.ENXIO",
+                "System.Error.EINVAL",
+            )
+            or "Cannot set property" in err.text
+            or "Unknown assignment" in err.text
+        )
+        if not rejected:
+            return err
+        prop = next((n for n, _s, _v in properties if n in err.text), None)
+        if prop is None:
+            # "Unexpected message contents" names nothing: find the culprit by
+            # offering the properties to throwaway units, halving the set each time.
+            prop = self._find_rejected([p for p in properties if p[1] != "h"])
+        return DirectiveRejectedError(_directive_name(prop), self.version, err.name, err.text)
 
-    def stop_unit(self, name: str, mode: str = "replace", wait: bool = True, timeout: float = 60.0) -> str:
+    def _find_rejected(self, properties: list[Property]) -> str | None:
+        import secrets
+
+        def accepted(subset: list[Property]) -> bool:
+            name = f"sandboxed-probe-{os.getpid()}-{secrets.token_hex(4)}.service"
+            base: list[Property] = [
+                ("ExecStart", "a(sasb)", [("/bin/true", ["/bin/true"], False)]),
+                ("CollectMode", "s", "inactive-or-failed"),
+            ]
+            msg = new_method_call(
+                _MANAGER,
+                "StartTransientUnit",
+                "ssa(sv)a(sa(sv))",
+                (name, "fail", [(n, (sg, v)) for n, sg, v in [*base, *subset]], []),
+            )
+            try:
+                self._conn.call(msg, timeout=10)
+            except DBusError:
+                return False
+            with contextlib.suppress(Exception):
+                self.stop_unit(name, wait=False)
+            return True
+
+        if not properties or accepted(properties):
+            return None
+        candidates = [p for p in properties if p[0] not in ("ExecStart", "CollectMode")]
+        while len(candidates) > 1:
+            half = candidates[: len(candidates) // 2]
+            candidates = candidates[len(candidates) // 2 :] if accepted(half) else half
+        return candidates[0][0] if candidates else None
+
+    def stop_unit(
+        self, name: str, mode: str = "replace", wait: bool = True, timeout: float = 60.0
+    ) -> str:
         """Stop a unit; returns the job result, or ``"gone"`` if it was not loaded."""
         try:
             (job_path,) = self.manager_call("StopUnit", "ss", name, mode)
@@ -436,6 +486,23 @@ class ManagerClient:
         """``ListUnitsByPatterns``: (name, description, load, active, sub, following, path, ...)."""
         (units,) = self.manager_call("ListUnitsByPatterns", "asas", [], list(patterns))
         return [tuple(u) for u in units]
+
+
+def _directive_name(prop: str | None) -> str | None:
+    """The unit-file name of a bus property (``CPUQuotaPerSecUSec`` -> ``CPUQuota``)."""
+    if prop is None:
+        return None
+    try:
+        from sandboxed._directives import DIRECTIVES
+
+        for spec in DIRECTIVES.values():
+            bus = getattr(spec, "bus_names", None) or ()
+            names = bus if isinstance(bus, (tuple, list)) else (bus,)
+            if prop in names and spec.name != prop:
+                return f"{spec.name} (bus property {prop})"
+    except Exception:  # noqa: BLE001 - naming is best effort
+        pass
+    return prop
 
 
 def is_socket_alive(path: str, timeout: float = 1.0) -> bool:

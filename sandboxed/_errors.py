@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def _restore(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]) -> BaseException:
+def _restore(
+    cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]
+) -> BaseException:
     err = cls.__new__(cls, *args)
     err.args = args
     err.__dict__.update(state)

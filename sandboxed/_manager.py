@@ -57,7 +57,7 @@ def _host_cgroup_roots() -> tuple[tuple[str, str], ...]:
     from sandboxed.embedded import cgroup_mounts
 
     try:
-        layout, mounts = cgroup_mounts()
+        _layout, mounts = cgroup_mounts()
     except Exception:
         return ()
     roots = []

@@ -173,7 +173,9 @@ def plan(
             unreachable.append(e)
         else:
             reachable_optional.append(p)
-    r = _plan(_minimal([*required, *reachable_optional]), who, protect_home, inaccessible, temporary)
+    r = _plan(
+        _minimal([*required, *reachable_optional]), who, protect_home, inaccessible, temporary
+    )
     return attrs.evolve(r, unreachable=tuple(unreachable))
 
 
@@ -231,4 +233,6 @@ def _plan(
             if not any(_under(anc, t) for t in tmpfs):
                 tmpfs.append(anc)
             binds.append(p)
-    return Reach(tuple(tmpfs), tuple(dict.fromkeys(binds)), new_protect_home, tuple(dict.fromkeys(notes)))
+    return Reach(
+        tuple(tmpfs), tuple(dict.fromkeys(binds)), new_protect_home, tuple(dict.fromkeys(notes))
+    )

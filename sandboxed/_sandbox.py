@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -313,7 +314,11 @@ class Sandbox:
         exe = sys.executable
         props = [
             ("Description", "s", f"sandboxed worker of pid {os.getpid()}"),
-            ("ExecStart", "a(sasb)", [(exe, [exe, "-s", "-B", "-c", BOOT, arg, PACKAGE_INIT], False)]),
+            (
+                "ExecStart",
+                "a(sasb)",
+                [(exe, [exe, "-s", "-B", "-c", BOOT, arg, PACKAGE_INIT], False)],
+            ),
             ("StandardInputFileDescriptor", "h", ctl_fd),
             ("StandardOutputFileDescriptor", "h", ctl_fd),
             ("StandardErrorFileDescriptor", "h", diag_fd),
@@ -429,13 +434,7 @@ class Sandbox:
         size = sum(memoryview(p).nbytes for p in parts)
         if size > limit:
             raise PayloadTooLargeError("call (function and arguments)", size, limit)
-        header = _codec.encode(
-            {
-                "safe": safe,
-                "log_level": logging.getLogger().getEffectiveLevel(),
-                "ack": timeout is not None,
-            }
-        )
+        header = _call_header(safe, logging.getLogger().getEffectiveLevel(), timeout is not None)
         w = self._acquire()
         healthy = False
         cancelled = threading.Event()
@@ -498,7 +497,12 @@ class Sandbox:
         else:  # pragma: no cover - the loop only exits by return or raise
             raise AssertionError("unreachable")
         finally:
-            if healthy and probe is not None and before is not None and self._tasks_hit(probe, before):
+            if (
+                healthy
+                and probe is not None
+                and before is not None
+                and self._tasks_hit(probe, before)
+            ):
                 # Processes forked up to TasksMax= may still run: recycle the unit.
                 healthy = False
                 self._recycle(w.unit)
@@ -599,6 +603,12 @@ class Sandbox:
 
 
 _stats_local = threading.local()
+
+
+@functools.lru_cache(maxsize=64)
+def _call_header(safe: bool, log_level: int, ack: bool) -> bytes:
+    """The CALL frame's header part; encoded once per combination (the worker caches it too)."""
+    return _codec.encode({"safe": safe, "log_level": log_level, "ack": ack})
 
 
 def thread_last_stats() -> CallStats | None:

@@ -95,7 +95,12 @@ class EmbeddedManager:
         socket refuses peers it cannot see; so they run in the manager's mount
         namespace (where /run is its own) and PID namespace.
         """
-        return ["nsenter", f"--mount=/proc/{self.pid}/ns/mnt", f"--pid=/proc/{self.pid}/ns/pid", "--"]
+        return [
+            "nsenter",
+            f"--mount=/proc/{self.pid}/ns/mnt",
+            f"--pid=/proc/{self.pid}/ns/pid",
+            "--",
+        ]
 
     def cgroup_root(self, hierarchy: str = "unified") -> str | None:
         """Host path of the manager's root cgroup in ``hierarchy`` ("unified", "memory"...)."""
@@ -126,11 +131,15 @@ def _mountinfo() -> list[list[str]]:
         return [line.split() for line in f]
 
 
-def cgroup_mounts() -> tuple[str, list[CgroupMount]]:
-    """Detect the host's cgroup layout: ("unified" | "hybrid" | "legacy", mounts)."""
+def cgroup_mounts(mountinfo: list[list[str]] | None = None) -> tuple[str, list[CgroupMount]]:
+    """Detect the host's cgroup layout: ("unified" | "hybrid" | "legacy", mounts).
+
+    ``mountinfo`` (split lines of /proc/self/mountinfo) defaults to this process's.
+    Raises :class:`EmbeddedManagerError` naming a layout it cannot support.
+    """
     mounts: list[CgroupMount] = []
     top_type = None
-    for fields in _mountinfo():
+    for fields in _mountinfo() if mountinfo is None else mountinfo:
         sep = fields.index("-")
         mountpoint, root = fields[4], fields[3]
         fstype, super_opts = fields[sep + 1], fields[sep + 3]
@@ -231,9 +240,11 @@ def _enable_v2_controllers(parent: str, child: str) -> None:
     except OSError:
         return
     for c in available:
-        with contextlib.suppress(OSError):
-            with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
-                f.write(f"+{c}")
+        with (
+            contextlib.suppress(OSError),
+            open(os.path.join(parent, "cgroup.subtree_control"), "w") as f,
+        ):
+            f.write(f"+{c}")
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -330,7 +341,8 @@ def preflight() -> tuple[str, str, list[CgroupMount]]:
     systemd = find_systemd()
     if not os.access("/usr/bin/dbus-daemon", os.X_OK):
         raise EmbeddedManagerError(
-            "no /usr/bin/dbus-daemon; install the distribution's dbus package (apt-get install dbus)"
+            "no /usr/bin/dbus-daemon; install the distribution's dbus package "
+            "(apt-get install dbus)"
         )
     layout, mounts = cgroup_mounts()
     return systemd, layout, mounts

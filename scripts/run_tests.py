@@ -21,7 +21,10 @@ def stage(name: str, argv: list[str]) -> bool:
     print(f"==> {name}: {' '.join(argv)}", flush=True)
     t0 = time.monotonic()
     rc = subprocess.call(argv, cwd=ROOT)
-    print(f"<== {name}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {time.monotonic() - t0:.1f} s", flush=True)
+    print(
+        f"<== {name}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {time.monotonic() - t0:.1f} s",
+        flush=True,
+    )
     return rc == 0
 
 
@@ -31,8 +34,11 @@ def leftovers() -> list[str]:
     bad = []
     for line in out.splitlines()[1:]:
         args = line.split(None, 1)[1] if len(line.split(None, 1)) > 1 else ""
-        if ("sandboxed._worker" in args or "sandboxed._boot" in args
-                or args.startswith(("/lib/systemd/systemd ", "/usr/bin/dbus-daemon --system"))):
+        if (
+            "sandboxed._worker" in args
+            or "sandboxed._boot" in args
+            or args.startswith(("/lib/systemd/systemd ", "/usr/bin/dbus-daemon --system"))
+        ):
             bad.append(line.strip())
     return bad
 
@@ -42,17 +48,58 @@ def main() -> int:
     ok = True
     if not extra:
         gates = [
-            ("ruff check", [PY, "-m", "ruff", "check", "sandboxed", "tests", "recipes", "benchmarks", "scripts"]),
-            ("ruff format", [PY, "-m", "ruff", "format", "--check", "sandboxed", "tests", "recipes", "benchmarks", "scripts"]),
+            (
+                "ruff check",
+                [
+                    PY,
+                    "-m",
+                    "ruff",
+                    "check",
+                    "sandboxed",
+                    "tests",
+                    "recipes",
+                    "benchmarks",
+                    "scripts",
+                ],
+            ),
+            (
+                "ruff format",
+                [
+                    PY,
+                    "-m",
+                    "ruff",
+                    "format",
+                    "--check",
+                    "sandboxed",
+                    "tests",
+                    "recipes",
+                    "benchmarks",
+                    "scripts",
+                ],
+            ),
             ("mypy --strict", [PY, "-m", "mypy", "--strict", "sandboxed"]),
             ("directive reference is current", [PY, "-m", "sandboxed._docgen", "--check"]),
         ]
         if (ROOT / "mkdocs.yml").exists() and shutil.which("mkdocs", path=str(Path(PY).parent)):
-            gates.append(("docs build", [str(Path(PY).parent / "mkdocs"), "build", "--strict", "-q", "-d", "/tmp/sandboxed-site"]))
+            gates.append(
+                (
+                    "docs build",
+                    [
+                        str(Path(PY).parent / "mkdocs"),
+                        "build",
+                        "--strict",
+                        "-q",
+                        "-d",
+                        "/tmp/sandboxed-site",
+                    ],
+                )
+            )
         for name, argv in gates:
             ok = stage(name, argv) and ok
     before = set(leftovers())
-    tests_ok = stage("pytest", [PY, "-m", "pytest", "-p", "no:cacheprovider", *(extra or ["tests"])])
+    tests_ok = stage(
+        "pytest", [PY, "-m", "pytest", "-p", "no:cacheprovider", *(extra or ["tests"])]
+    )
     left = [p for p in leftovers() if p not in before]
     if left:
         print("processes left behind by the test run:\n  " + "\n  ".join(left), flush=True)

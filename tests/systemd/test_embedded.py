@@ -1,4 +1,6 @@
-"""The embedded manager: boots, is reused, is replaced when stale, stops cleanly, leaves the host alone.
+"""The embedded manager: boots, is reused, is replaced when stale, stops cleanly.
+
+It also leaves the host alone.
 
 These tests boot their own embedded managers in private state directories, next
 to (not instead of) the session's manager.
@@ -6,6 +8,7 @@ to (not instead of) the session's manager.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,10 +48,8 @@ def _procs_of(m: embedded.EmbeddedManager) -> list[int]:
     for d in m.cgroup_dirs:
         for sub, _dirs, files in os.walk(d):
             if "cgroup.procs" in files:
-                try:
+                with contextlib.suppress(OSError):
                     pids += [int(p) for p in Path(sub, "cgroup.procs").read_text().split()]
-                except OSError:
-                    pass
     return pids
 
 
@@ -56,7 +57,9 @@ def test_boot_serves_dbus_and_stop_leaves_no_process_or_cgroup(state: Path) -> N
     m = embedded.start(state)
     c = ManagerClient(m.address)
     assert c.version.startswith(("25", "26", "27"))
-    assert c.get_property("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "SystemState") in (
+    assert c.get_property(
+        "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "SystemState"
+    ) in (
         "running",
         "degraded",
     )
@@ -94,8 +97,14 @@ def test_only_our_own_units_exist_in_the_manager(state: Path) -> None:
     names = {u[0] for u in c.list_units()}
     c.close()
     assert "dbus.service" in names
-    host_services = {"systemd-tmpfiles-setup.service", "postgresql.service", "getty@tty1.service",
-                     "systemd-sysctl.service", "systemd-modules-load.service", "systemd-logind.service"}
+    host_services = {
+        "systemd-tmpfiles-setup.service",
+        "postgresql.service",
+        "getty@tty1.service",
+        "systemd-sysctl.service",
+        "systemd-modules-load.service",
+        "systemd-logind.service",
+    }
     assert names & host_services == set()
     services = {n for n in names if n.endswith(".service")}
     assert services <= {"dbus.service"}, services
@@ -141,9 +150,15 @@ def test_a_stale_manager_is_detected_and_replaced(state: Path) -> None:
     c.close()
 
 
-def test_missing_systemd_binary_is_a_clear_error(state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _start_code(state: Path) -> str:
+    return f"from pathlib import Path; from sandboxed import embedded; embedded.start(Path({str(state)!r}))"
+
+
+def test_missing_systemd_binary_is_a_clear_error(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SANDBOXED_SYSTEMD", "/nonexistent/systemd")
-    with pytest.raises(EmbeddedManagerError, match="no systemd binary found.*/nonexistent/systemd"):
+    with pytest.raises(EmbeddedManagerError, match=r"no systemd binary.*/nonexistent/systemd"):
         embedded.start(state)
 
 
@@ -160,17 +175,20 @@ def test_a_manager_that_never_comes_up_fails_with_its_log_tail_and_leaves_nothin
     assert "refusing to boot today" in info.value.log_tail
     left = subprocess.run(["pgrep", "-f", str(fake)], capture_output=True, text=True).stdout
     assert left.strip() == ""
-    assert not any(p.name.startswith(embedded._child_cgroup(state)) for p in Path("/sys/fs/cgroup/systemd").iterdir())
+    assert not any(
+        p.name.startswith(embedded._child_cgroup(state))
+        for p in Path("/sys/fs/cgroup/systemd").iterdir()
+    )
 
 
 def test_not_root_is_refused_before_anything_starts(state: Path, tmp_path: Path) -> None:
     import shutil
 
-    import attr
-    import attrs
-
     # nobody may not read root's site-packages: give it a copy of what the import needs.
     import tempfile
+
+    import attr
+    import attrs
 
     libs = Path(tempfile.mkdtemp(prefix="sandboxed-test-libs-"))
     request_cleanup = libs
@@ -178,13 +196,20 @@ def test_not_root_is_refused_before_anything_starts(state: Path, tmp_path: Path)
         shutil.copytree(Path(mod.__file__).parent, libs / mod.__name__)
     for p in [libs, *libs.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
-    code = f"from pathlib import Path; from sandboxed import embedded; embedded.start(Path({str(state)!r}))"
+    code = _start_code(state)
     env = dict(os.environ, PYTHONPATH=f"{Path(embedded.__file__).parent.parent}:{libs}")
     r = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
-        capture_output=True, text=True, env=env, cwd="/",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
     )
-    if "Permission denied" in r.stderr and "python" in r.stderr.lower() and "EmbeddedManagerError" not in r.stderr:
+    if (
+        "Permission denied" in r.stderr
+        and "python" in r.stderr.lower()
+        and "EmbeddedManagerError" not in r.stderr
+    ):
         pytest.skip("the interpreter is not executable by nobody here")
     shutil.rmtree(request_cleanup, ignore_errors=True)
     assert r.returncode != 0
@@ -193,14 +218,18 @@ def test_not_root_is_refused_before_anything_starts(state: Path, tmp_path: Path)
 
 
 def test_read_only_cgroup_file_system_is_named_in_the_error(state: Path) -> None:
-    code = f"from pathlib import Path; from sandboxed import embedded; embedded.start(Path({str(state)!r}))"
+    code = _start_code(state)
     script = (
         "set -e; for m in $(awk '$5 ~ \"^/sys/fs/cgroup/\" {print $5}' /proc/self/mountinfo); do "
-        "mount -o remount,bind,ro \"$m\"; done; "
-        f"exec {sys.executable} -c \"{code}\""
+        'mount -o remount,bind,ro "$m"; done; '
+        f'exec {sys.executable} -c "{code}"'
     )
     env = dict(os.environ, PYTHONPATH=str(Path(embedded.__file__).parent.parent))
-    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode != 0
     assert "not writable at /sys/fs/cgroup/" in r.stderr

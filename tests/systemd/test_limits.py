@@ -23,6 +23,8 @@ from sandboxed import (
     SandboxTimeoutError,
     TransientUnitPoolExecutor,
     WorkerDiedError,
+)
+from sandboxed import (
     sandboxed as sandbox,
 )
 from sandboxed._bus import ManagerClient
