@@ -512,6 +512,10 @@ SafeResults: Final = Preset.define("SafeResults", safe_results=True)
 #   sandbox cannot signal, ptrace-attach or read the files of another (all "nobody"
 #   processes share one uid). It only ever sees world-readable files, like nobody.
 #   It implies RemoveIPC=yes (its /dev/shm objects go when the unit stops).
+# - A private /dev/shm (TemporaryFileSystem=): PrivateDevices= still bind-mounts the
+#   host's, through which a sandbox could read other programs' world-readable shared
+#   memory and leave files for the host. 1777 like the host's, so that multiprocessing's
+#   semaphores keep working inside the unit.
 # - ProtectHome=tmpfs rather than yes: /home is an empty 0755 tmpfs in which a
 #   read-only bind mount of a directory under a 0700 home becomes reachable at its own
 #   path (under ProtectHome=yes the inaccessible /home blocks the way). /root stays 0700.
@@ -534,6 +538,7 @@ _HARDENED: Final[Mapping[str, object]] = {
     "ProtectSystem": "strict",
     "ProtectHome": "tmpfs",
     "PrivateTmp": True,
+    "TemporaryFileSystem": "/dev/shm:mode=1777,nosuid,nodev",
     "PrivateDevices": True,
     "PrivateNetwork": True,
     "PrivateUsers": True,
