@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from sandboxed._cli import command
 from sandboxed._errors import ConfigurationError
 
@@ -129,15 +131,28 @@ def build_options(
         extra["trusted"] = False
     directives: dict[str, Any] = {n: d.value for n, d in merged.items()}
     options = OptionSet.build(*chosen, env=env or None, **extra, **directives)
+    return bind_code_dir(options, code_dir) if code_dir is not None else options
+
+
+def bind_code_dir(options: Any, code_dir: str) -> Any:
+    """``options``, plus a read-only bind of ``code_dir`` if a private /tmp would hide it.
+
+    Under ``PrivateTmp=`` the sandbox's /tmp and /var/tmp are new and empty, so
+    code that lives there (a script, a test file) would be missing. Binding
+    exactly that directory, read-only, grants nothing but reading that code.
+    """
+    from sandboxed._directives import Directive
+
     private = options.get("PrivateTmp")
-    if code_dir is not None and private is not None and private.value is True:
-        real = os.path.realpath(code_dir)
-        if any(real == t or real.startswith(t + "/") for t in ("/tmp", "/var/tmp")):
-            old = options.get("BindReadOnlyPaths")
-            bind = Directive.of("BindReadOnlyPaths", [real])
-            directives["BindReadOnlyPaths"] = (old.merge(bind) if old else bind).value
-            options = OptionSet.build(*chosen, env=env or None, **extra, **directives)
-    return options
+    real = os.path.realpath(code_dir)
+    in_tmp = any(real == t or real.startswith(t + "/") for t in ("/tmp", "/var/tmp"))
+    if private is None or private.value is not True or not in_tmp:
+        return options
+    old = options.get("BindReadOnlyPaths")
+    bind = Directive.of("BindReadOnlyPaths", [real])
+    merged = old.merge(bind) if old is not None else bind
+    others = [d for d in options.directives if d.name != "BindReadOnlyPaths"]
+    return attrs.evolve(options, directives=tuple(sorted([*others, merged], key=lambda d: d.name)))
 
 
 def _entry(kind: str, target: str, argv: list[str]) -> int:
