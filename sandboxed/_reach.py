@@ -236,3 +236,38 @@ def _plan(
     return Reach(
         tuple(tmpfs), tuple(dict.fromkeys(binds)), new_protect_home, tuple(dict.fromkeys(notes))
     )
+
+
+def check_module_file(path: str, roots: Sequence[str], who: Identity) -> None:
+    """Raise UnreachableCodeError if ``who`` cannot import the module file ``path``.
+
+    ``roots`` are the directories made reachable in the sandbox (``sys.path``
+    entries); below the one that holds ``path`` every directory must be
+    listable and the file itself readable: read-only binds keep the modes.
+    """
+    path = os.path.realpath(path)
+    root = next((r for r in sorted(roots, key=len, reverse=True) if _under(path, r)), None)
+    if root is None or root == "/":
+        return
+    cur = root.rstrip("/")
+    for part in os.path.relpath(os.path.dirname(path), root).split("/"):
+        if part in ("", "."):
+            continue
+        cur += "/" + part
+        _require(cur, 5, who)
+    _require(path, 4, who)
+
+
+def _require(path: str, bits: int, who: Identity) -> None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if not who.can(st, bits):
+        what = "listable" if stat.S_ISDIR(st.st_mode) else "readable"
+        raise UnreachableCodeError(
+            path,
+            f"it is not {what} by the sandbox's user (mode {stat.S_IMODE(st.st_mode):o}, "
+            f"owner uid {st.st_uid})",
+            "make it world-readable (chmod o+rX), or run the sandbox as a user who can read it",
+        )

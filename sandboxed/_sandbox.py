@@ -296,6 +296,9 @@ class Sandbox:
     def check_reachable(self, fn: Callable[..., Any]) -> None:
         """Raise UnreachableCodeError if ``fn``'s module lies where the sandbox cannot read."""
         self.base_properties()
+        from sandboxed._unitprops import check_module
+
+        check_module(fn, self.options)
         if not self.unreachable:
             return
         module = getattr(getattr(fn, "__func__", fn), "__module__", None)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from sandboxed._directives import Directive
-from sandboxed._reach import Identity, needed_paths, plan
+from sandboxed._reach import Identity, check_module_file, needed_paths, plan
 
 Property = tuple[str, str, object]
 
@@ -44,16 +46,50 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
-def reach_directives(
-    options: Any,
-) -> tuple[list[Directive], Directive | None, tuple[str, ...], tuple[Exception, ...]]:
-    """Extra directives that make the interpreter and code reachable (see :mod:`_reach`)."""
+def _identity(options: Any) -> Identity:
     user = _value(options, "User")
-    who = Identity.of(
+    return Identity.of(
         str(user) if user is not None else None,
         dynamic=_bool(_value(options, "DynamicUser")),
         private_users=_bool(_value(options, "PrivateUsers")),
     )
+
+
+_modules_checked: set[tuple[Any, str]] = set()
+
+
+def check_module(fn: Any, options: Any) -> None:
+    """Raise UnreachableCodeError if the module ``fn`` is imported from in the sandbox
+    (by reference) is a file the sandbox's user cannot read.
+
+    Checked once per (option set, module) that passed; ``__main__`` travels by value.
+    """
+    module = getattr(getattr(fn, "__func__", fn), "__module__", None)
+    if not isinstance(module, str) or module == "__main__":
+        return
+    key = (options, module)
+    if key in _modules_checked:
+        return
+    files = []
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):
+        mod = sys.modules.get(".".join(parts[:i]))
+        file = getattr(mod, "__file__", None)
+        if isinstance(file, str) and os.path.isabs(file):
+            files.append(file)
+    if files:
+        who = _identity(options)
+        required, optional = needed_paths()
+        for file in files:
+            check_module_file(file, [*required, *optional], who)
+    _modules_checked.add(key)
+
+
+def reach_directives(
+    options: Any,
+) -> tuple[list[Directive], Directive | None, tuple[str, ...], tuple[Exception, ...]]:
+    """Extra directives that make the interpreter and code reachable (see :mod:`_reach`)."""
+    who = _identity(options)
     protect_home = _value(options, "ProtectHome")
     if isinstance(protect_home, bool):
         protect_home = "yes" if protect_home else "no"
