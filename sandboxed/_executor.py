@@ -9,21 +9,25 @@ becomes "broken".
 
 from __future__ import annotations
 
+import glob
 import itertools
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 from sandboxed._options import OptionSet
 from sandboxed._sandbox import Sandbox, _manager_client, thread_last_stats
-from sandboxed._stats import CallStats
+from sandboxed._stats import CallStats, CgroupProbe
 
 T = TypeVar("T")
 
 _SHUTDOWN = object()
+#: How systemd spells "not known" for a ``t`` property such as ``CPUUsageNSec``.
+_UNKNOWN = 2**64 - 1
 
 
 class SandboxFuture(Future[Any]):
@@ -53,6 +57,7 @@ class Unit:
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._probe: CgroupProbe | None = None
 
     @property
     def name(self) -> str:
@@ -65,7 +70,23 @@ class Unit:
         path = client.unit_path(self._name)
         props = client.get_all(path, "org.freedesktop.systemd1.Unit")
         props.update(client.get_all(path, "org.freedesktop.systemd1.Service"))
+        if props.get("CPUUsageNSec") == _UNKNOWN:
+            props["CPUUsageNSec"] = self._cgroup_cpu_ns()
         return props
+
+    def _cgroup_cpu_ns(self) -> int:
+        """The unit's CPU time from its cgroup, for when systemd cannot tell.
+
+        systemd 252 on a hybrid cgroup layout reads CPU time from the v1
+        ``cpuacct`` controller only, and reports "unknown" (2**64-1) when that
+        controller is not attached to the unit; the cgroup2 ``cpu.stat`` has it.
+        """
+        if self._probe is None:
+            from sandboxed import _manager
+
+            self._probe = CgroupProbe(self._name, _manager.current())
+        ns = self._probe.cpu_ns()
+        return _UNKNOWN if ns is None else ns
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or not name[:1].isupper():
@@ -76,13 +97,30 @@ class Unit:
         path = client.unit_path(self._name)
         for iface in ("org.freedesktop.systemd1.Unit", "org.freedesktop.systemd1.Service"):
             try:
-                return _bytes(client.get_property(path, iface, name))
+                value = client.get_property(path, iface, name)
             except Exception:  # noqa: BLE001 - try the next interface
                 continue
+            if name == "CPUUsageNSec" and value == _UNKNOWN:
+                return self._cgroup_cpu_ns()
+            return _bytes(value)
         raise AttributeError(f"unit {self._name} has no property {name!r}")
 
     def __repr__(self) -> str:
         return f"<Unit {self._name}>"
+
+
+def _await_private_tmp_removal(unit: str, timeout: float = 2.0) -> None:
+    """Wait until systemd has removed a stopped unit's ``PrivateTmp=`` directories.
+
+    systemd deletes them asynchronously (in a child process) after the unit
+    stopped; a caller that looks right after shutdown() must not find them.
+    They are visible here when the manager shares our /tmp (host systemd, the
+    embedded one); otherwise there is nothing to wait for.
+    """
+    pattern = [f"{d}/systemd-private-*-{glob.escape(unit)}-*" for d in ("/tmp", "/var/tmp")]
+    deadline = time.monotonic() + timeout
+    while any(glob.glob(p) for p in pattern) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _bytes(value: Any) -> Any:
@@ -211,9 +249,7 @@ class TransientUnitPoolExecutor(Executor):
                         item[0].cancel()
             self._queue.put(_SHUTDOWN)
         if wait:
-            for t in list(self._threads):
-                t.join()
-            self._sandbox.shutdown(wait=True)
+            self._finish()
         else:
             threading.Thread(target=self._finish, daemon=True).start()
 
@@ -221,6 +257,7 @@ class TransientUnitPoolExecutor(Executor):
         for t in list(self._threads):
             t.join()
         self._sandbox.shutdown(wait=True)
+        _await_private_tmp_removal(self.unit.name)
 
     @property
     def last_stats(self) -> CallStats | None:

@@ -76,7 +76,20 @@ def test_map_over_the_cluster_returns_every_result(client: Any) -> None:
     assert {r["uid"] for r in results} == {65534}
 
 
-def test_a_by_value_function_pickles_with_its_options(client: Any) -> None:
-    # A lambda cannot be imported by name on the worker: it travels by value, options included.
-    square = sandboxed(NoNetwork)(lambda x: (x * x, os.getuid()))
-    assert client.submit(square, 7, pure=False).result(timeout=120) == (49, 0)
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: Dask's cloudpickle sees the wrapt proxy as a plain function and "
+    "pickles the bare function by value, so a lambda or __main__ function runs unsandboxed",
+)
+def test_a_by_value_function_runs_sandboxed_too(client: Any) -> None:
+    # A lambda cannot be imported by name on the worker: it must travel by value,
+    # options included.
+    def probe(x: int) -> tuple[int, list[str]]:
+        with open("/proc/self/cgroup") as f:
+            units = sorted({p for ln in f for p in ln.strip().split("/") if p.endswith(".service")})
+        return x * x, units
+
+    square = sandboxed(NoNetwork)(probe)
+    n, units = client.submit(square, 7, pure=False).result(timeout=120)
+    assert n == 49
+    assert units and units[0].startswith("sandboxed-")
