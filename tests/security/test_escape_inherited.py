@@ -28,9 +28,13 @@ pytestmark = pytest.mark.systemd
 TOKEN = secrets.token_hex(8)
 SECRET_NAME = "SANDBOXED_ESCAPE_SECRET"
 
+#: Units of their own (SyslogIdentifier=): the test stops them.
 TMP_BOXES = pytest.mark.parametrize(
     "box",
-    [in_sandbox(PrivateTmp), in_sandbox(ReadOnly), in_sandbox(Hardened)],
+    [
+        in_sandbox(preset, SyslogIdentifier=f"tmp-{TOKEN}")
+        for preset in (PrivateTmp, ReadOnly, Hardened)
+    ],
     ids=["PrivateTmp", "ReadOnly", "Hardened"],
 )
 
