@@ -3,8 +3,15 @@
 The pool owns one transient unit (its own, not shared with decorated
 functions) started when the pool is built; ``max_workers`` workers run inside
 it, forked by the unit's supervisor. A worker that dies fails only the
-future it was running and is replaced on the next task; the pool never
+futures it was running and is replaced on the next task; the pool never
 becomes "broken".
+
+When tasks queue up, a pool thread sends a worker up to :data:`MAX_BATCH` of
+them in one round trip (a fair share of the queue, so every worker gets some):
+each future still gets its own result or exception, pickled on its own, but
+the tasks of one batch share its resource figures (``future.stats``), and a
+worker that dies fails every task of the batch it was running. Pools with a
+per-call ``timeout`` never batch.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
+from sandboxed import _batch
+from sandboxed._errors import SerializationError
 from sandboxed._options import OptionSet
 from sandboxed._sandbox import Sandbox, _manager_client, thread_last_stats
 from sandboxed._stats import CallStats, CgroupProbe
@@ -36,8 +45,8 @@ class SandboxFuture(Future[Any]):
     stats: CallStats | None = None
 
 
-def _process_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
-    return [fn(*args) for args in chunk]
+MAX_BATCH = 128
+"""At most this many queued tasks travel to a worker in one round trip."""
 
 
 def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[list[tuple[Any, ...]]]:
@@ -199,18 +208,77 @@ class TransientUnitPoolExecutor(Executor):
             if item is _SHUTDOWN:
                 self._queue.put(_SHUTDOWN)
                 return
-            fut, fn, args, kwargs = item
-            if not fut.set_running_or_notify_cancel():
-                continue
+            batch = self._more(item)
+            if len(batch) == 1:
+                self._run_one(*batch[0])
+            elif batch:
+                self._run_batch(batch)
+            del item, batch
+
+    def _more(self, first: Any) -> list[Any]:
+        """``first`` and, when tasks are queued, a fair share of them (all marked running)."""
+        items = [first]
+        # A per-call timeout is per task: such pools never batch.
+        if self.options.timeout is None:
+            share = min(MAX_BATCH, self._queue.qsize() // self._max_workers)
+            while len(items) <= share:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _SHUTDOWN:
+                    self._queue.put(_SHUTDOWN)
+                    break
+                items.append(item)
+        return [it for it in items if it[0].set_running_or_notify_cancel()]
+
+    def _run_one(self, fut: SandboxFuture, fn: Any, args: Any, kwargs: Any) -> None:
+        try:
+            result = self._sandbox.call(fn, args, kwargs)
+        except BaseException as e:  # noqa: BLE001
+            fut.stats = thread_last_stats()
+            fut.set_exception(e)
+        else:
+            fut.stats = thread_last_stats()
+            fut.set_result(result)
+
+    def _run_batch(self, batch: list[Any]) -> None:
+        """Run queued tasks in one call; each future still gets its own result or error."""
+        safe = bool(self.options.safe_results)
+        ready = []
+        for task in batch:
             try:
-                result = self._sandbox.call(fn, args, kwargs)
+                self._sandbox.check_reachable(task[1])
             except BaseException as e:  # noqa: BLE001
-                fut.stats = thread_last_stats()
-                fut.set_exception(e)
+                task[0].set_exception(e)
             else:
-                fut.stats = thread_last_stats()
-                fut.set_result(result)
-            del fut, fn, args, kwargs, item
+                ready.append(task)
+        batch = ready
+        calls = [(fn, args, kwargs) for _fut, fn, args, kwargs in batch]
+        try:
+            outcomes = self._sandbox.call(_batch.run_batch, (calls, safe), {})
+        except SerializationError:
+            # A task's function or arguments do not pickle (nothing ran): let each task
+            # meet its own fate.
+            for task in batch:
+                self._run_one(*task)
+            return
+        except BaseException as e:  # noqa: BLE001 - the worker died, the unit failed...
+            stats = thread_last_stats()
+            for fut, *_ in batch:
+                fut.stats = stats
+                fut.set_exception(e)
+            return
+        stats = thread_last_stats()
+        if type(outcomes) is not list or len(outcomes) != len(batch):
+            outcomes = [None] * len(batch)  # unpack() reports each as malformed
+        for (fut, *_), outcome in zip(batch, outcomes, strict=True):
+            ok, value = _batch.unpack(outcome, safe)
+            fut.stats = stats
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
     def map(  # type: ignore[override]
         self,
@@ -227,7 +295,9 @@ class TransientUnitPoolExecutor(Executor):
         import functools
 
         results = super().map(
-            functools.partial(_process_chunk, fn), _chunks(iterables, chunksize), timeout=timeout
+            functools.partial(_batch.process_chunk, fn),
+            _chunks(iterables, chunksize),
+            timeout=timeout,
         )
         return itertools.chain.from_iterable(results)
 

@@ -14,6 +14,7 @@ This module is pure (it reads ``os.environ`` only for ``env=`` names).
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 import re
@@ -273,8 +274,8 @@ class OptionSet:
         props.extend(p for r in self.raw for p in r.properties())
         return props
 
-    @property
-    def key(self) -> str:
+    @functools.cached_property
+    def key(self) -> str:  # cached: the registry looks it up on every call
         """A 16-hex-digit digest of what shapes the unit, equal in every process.
 
         It covers the directives, raw properties, ``safe_results``, ``workers``,

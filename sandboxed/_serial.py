@@ -64,12 +64,7 @@ from __future__ import annotations
 
 import io
 import pickle
-import traceback
 import types
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NoReturn, TypeAlias
-
-import dill
 
 from sandboxed import _codec
 from sandboxed._errors import (
@@ -78,6 +73,13 @@ from sandboxed._errors import (
     SerializationError,
     UnsafeResultError,
 )
+
+# Workers import this module before their first call: typing and traceback (~10 ms)
+# are left out of that path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any, NoReturn, TypeAlias
 
 __all__ = [
     "OUT_OF_BAND_THRESHOLD",
@@ -194,13 +196,31 @@ class _FastPersistentPickler(_Persistent, _ByValueMain, pickle.Pickler):
         super().__init__(file, PROTOCOL, buffer_callback=self.buffer_callback)
 
 
-class _DillPickler(_Persistent, dill.Pickler):  # type: ignore[misc]
-    def __init__(self, file: io.BytesIO, parts: list[Buffer]) -> None:
-        self.parts = parts
-        self._seen = {}
-        super().__init__(
-            file, PROTOCOL, buffer_callback=self.buffer_callback, recurse=True, byref=False
-        )
+# dill is imported only when something needs it (~50 ms, and most calls never do): a
+# worker that only ever sees C-pickle streams starts without it.
+_dill_classes: tuple[type[Any], type[Any], type[Any]] | None = None
+
+
+def _dill() -> tuple[type[Any], type[Any], type[Any]]:
+    """(dill.Pickler, our pickler, our unpickler), importing dill on first use."""
+    global _dill_classes
+    if _dill_classes is None:
+        import dill
+
+        class _DillPickler(_Persistent, dill.Pickler):  # type: ignore[misc]
+            def __init__(self, file: io.BytesIO, parts: list[Buffer]) -> None:
+                self.parts = parts
+                self._seen = {}
+                super().__init__(
+                    file, PROTOCOL, buffer_callback=self.buffer_callback, recurse=True, byref=False
+                )
+
+        class _DillUnpickler(_Loader, dill.Unpickler):  # type: ignore[misc]
+            def __init__(self, file: io.BytesIO, buffers: Sequence[Buffer]) -> None:
+                super().__init__(file, buffers=self._setup(buffers))
+
+        _dill_classes = (dill.Pickler, _DillPickler, _DillUnpickler)
+    return _dill_classes
 
 
 def _pickle_fast(obj: object) -> list[Buffer]:
@@ -224,7 +244,7 @@ def _pickle_dill(obj: object) -> list[Buffer]:
     parts: list[Buffer] = [b""]
     file = io.BytesIO()
     file.write(_DILL)
-    _DillPickler(file, parts).dump(obj)
+    _dill()[1](file, parts).dump(obj)
     parts[0] = file.getvalue()
     return parts
 
@@ -279,11 +299,6 @@ class _PersistentUnpickler(_Loader, pickle.Unpickler):
         super().__init__(file, buffers=self._setup(buffers))
 
 
-class _DillUnpickler(_Loader, dill.Unpickler):  # type: ignore[misc]
-    def __init__(self, file: io.BytesIO, buffers: Sequence[Buffer]) -> None:
-        super().__init__(file, buffers=self._setup(buffers))
-
-
 def _unpickle(main: Buffer, buffers: Sequence[Buffer]) -> Any:
     view = memoryview(main).cast("B")
     if not view:
@@ -294,7 +309,7 @@ def _unpickle(main: Buffer, buffers: Sequence[Buffer]) -> Any:
     if kind == _PERSISTENT:
         return _PersistentUnpickler(io.BytesIO(view[1:]), buffers).load()
     if kind == _DILL:
-        return _DillUnpickler(io.BytesIO(view[1:]), buffers).load()
+        return _dill()[2](io.BytesIO(view[1:]), buffers).load()
     raise pickle.UnpicklingError(f"unknown stream kind {kind!r}")
 
 
@@ -404,6 +419,8 @@ def _type_name(cls: type) -> str:
 
 
 def _format(exc: BaseException) -> str:
+    import traceback
+
     try:
         return "".join(traceback.format_exception(exc))
     except Exception:
@@ -440,7 +457,7 @@ def _pickle_inline(obj: object) -> bytes:
         pass
     file = io.BytesIO()
     file.write(_DILL)
-    dill.Pickler(
+    _dill()[0](
         file, PROTOCOL, buffer_callback=refuse_out_of_band, recurse=True, byref=False
     ).dump(obj)
     return file.getvalue()

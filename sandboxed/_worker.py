@@ -155,6 +155,9 @@ class _Output:
             os.dup2(w, fd)
             os.close(w)
             self.pipes[r] = name
+        self.poller = select.poll()
+        for r in self.pipes:
+            self.poller.register(r, select.POLLIN)
         sys.stdout = open(
             1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
         )  # noqa: SIM115
@@ -187,7 +190,10 @@ class _Output:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-        self._drain(list(self.pipes))
+        # One poll rather than a failing read per pipe: usually nothing was printed.
+        ready = [fd for fd, _ in self.poller.poll(0)]
+        if ready:
+            self._drain(ready)
 
 
 class _LogHandler:
@@ -249,6 +255,9 @@ def serve(sock: socket.socket) -> None:
     logs = _LogHandler(sock, lock)
     import logging
 
+    root = logging.getLogger()
+    raw_header = b""
+    header: dict[str, Any] = {}
     while True:
         try:
             kind, _flags, parts = recv_frame(sock)
@@ -256,10 +265,15 @@ def serve(sock: socket.socket) -> None:
             return
         if kind != Kind.CALL:
             continue
-        header = _codec.decode(parts[0])
-        assert isinstance(header, dict)
+        # Callers send the same few header bytes call after call: decode them once.
+        if parts[0] != raw_header:
+            decoded = _codec.decode(parts[0])
+            assert isinstance(decoded, dict)
+            header, raw_header = decoded, bytes(parts[0])
         safe = bool(header.get("safe"))
-        logging.getLogger().setLevel(int(header.get("log_level", logging.WARNING)))
+        level = int(header.get("log_level", logging.WARNING))
+        if root.level != level:
+            root.setLevel(level)  # clears every logger's cache: only when it changes
         ok = True
         try:
             fn, args, kwargs = _serial.loads_call(parts[1], parts[2:])
