@@ -39,7 +39,7 @@ def _rebuild(wrapped: Callable[..., Any], options: OptionSet) -> SandboxedFuncti
     return SandboxedFunction(wrapped, options)
 
 
-class SandboxedFunction(wrapt.FunctionWrapper):  # type: ignore[misc]
+class SandboxedFunction(wrapt.FunctionWrapper[..., Any]):
     """A function that runs in a sandbox when called; otherwise it is the function.
 
     It pickles (for Dask, multiprocessing...) by reference when it is importable
