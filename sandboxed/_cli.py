@@ -93,7 +93,7 @@ def _load_commands() -> None:
     """Import the modules that register further commands."""
     import importlib
 
-    for mod in ("sandboxed._cli_units",):
+    for mod in ("sandboxed._cli_units", "sandboxed._cli_security"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -9,7 +9,6 @@ addresses a non-loopback host.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import socket
 import tempfile
@@ -145,4 +144,3 @@ def root_only_file() -> Iterator[Path]:
     yield f
     f.unlink()
     d.rmdir()
-

@@ -11,7 +11,6 @@ import os
 import resource
 import threading
 import time
-from typing import Any
 
 import pytest
 from escape_kit import in_sandbox

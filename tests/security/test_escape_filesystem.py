@@ -108,7 +108,9 @@ def _write_by_handle(target: str, through: str) -> None:
         ]
 
     h, mount_id = Handle(handle_bytes=128), ctypes.c_int()
-    _libc_call("name_to_handle_at", AT_FDCWD, target.encode(), ctypes.byref(h), ctypes.byref(mount_id), 0)
+    _libc_call(
+        "name_to_handle_at", AT_FDCWD, target.encode(), ctypes.byref(h), ctypes.byref(mount_id), 0
+    )
     mfd = os.open(through, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fd = _libc_call("open_by_handle_at", mfd, ctypes.byref(h), os.O_WRONLY)

@@ -7,6 +7,7 @@ Hardened and not from the kernel or this host's own container policy.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import secrets
@@ -90,7 +91,9 @@ def privileged_calls() -> dict[str, str]:
         "unshare(user|mnt)": _in_child(lambda: _libc("unshare", CLONE_NEWUSER | CLONE_NEWNS)),
         "unshare(user|net)": _in_child(lambda: _libc("unshare", CLONE_NEWUSER | CLONE_NEWNET)),
         "ptrace": attempt(_ptrace_own_child),
-        "bpf": attempt(lambda: _syscall("bpf", 0, ctypes.addressof(ctypes.create_string_buffer(union)), 128)),
+        "bpf": attempt(
+            lambda: _syscall("bpf", 0, ctypes.addressof(ctypes.create_string_buffer(union)), 128)
+        ),
         "kexec_load": attempt(lambda: _syscall("kexec_load", 0, 0, 0, 0)),
         "kexec_file_load": attempt(lambda: _syscall("kexec_file_load", -1, -1, 0, 0, 0)),
         "chroot": attempt(lambda: os.chroot("/")),
@@ -109,10 +112,8 @@ def visible_processes() -> dict[int, int]:
     out = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
-            try:
+            with contextlib.suppress(FileNotFoundError):  # it exited meanwhile
                 out[int(name)] = os.stat(f"/proc/{name}").st_uid
-            except FileNotFoundError:
-                pass
     return out
 
 
@@ -226,7 +227,9 @@ def test_home_directories_look_empty_and_nothing_written_there_reaches_them() ->
     assert HARDENED(os.listdir, "/home") == []
     # /root shows at most the read-only binds of the interpreter's own directories.
     ours = (os.path.realpath(sys.executable), sys.base_prefix, sys.prefix, *sys.path)
-    needed = {os.path.realpath(p).split("/")[2] for p in ours if os.path.realpath(p).startswith("/root/")}
+    needed = {
+        os.path.realpath(p).split("/")[2] for p in ours if os.path.realpath(p).startswith("/root/")
+    }
     assert set(HARDENED(os.listdir, "/root")) <= needed
     # On systemd 252 these tmpfs are writable (mode 1777) despite systemd.exec(5)'s
     # "read-only": what is written there is the unit's own and never reaches the host.

@@ -8,6 +8,7 @@ socket) and plants a secret in its environment; the worker must see none of them
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -88,10 +89,8 @@ def test_host_tmp_is_invisible_and_nothing_written_leaks_out(box: Any, host_mark
 def open_descriptors() -> dict[int, str]:
     out = {}
     for name in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # the one listdir itself used
             out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:
-            pass  # the descriptor listdir itself used
     return out
 
 

@@ -66,7 +66,9 @@ def abstract_exchange(name: bytes) -> str:
 
 
 def open_socket(family: str, kind: str, proto: int = 0) -> str:
-    return attempt(lambda: socket.socket(getattr(socket, family), getattr(socket, kind), proto).close())
+    return attempt(
+        lambda: socket.socket(getattr(socket, family), getattr(socket, kind), proto).close()
+    )
 
 
 def interfaces() -> list[str]:
@@ -74,7 +76,9 @@ def interfaces() -> list[str]:
     return sorted(line.split(":", 1)[0].strip() for line in lines)
 
 
-def test_the_baits_answer_outside_a_sandbox(tcp_bait: Any, udp_bait: Any, abstract_bait: Any) -> None:
+def test_the_baits_answer_outside_a_sandbox(
+    tcp_bait: Any, udp_bait: Any, abstract_bait: Any
+) -> None:
     assert tcp_exchange(tcp_bait.address) == OK
     assert udp_exchange(udp_bait.address) == OK
     assert abstract_exchange(abstract_bait.address) == OK
