@@ -231,8 +231,9 @@ def test_home_directories_look_empty_and_nothing_written_there_reaches_them() ->
         os.path.realpath(p).split("/")[2] for p in ours if os.path.realpath(p).startswith("/root/")
     }
     assert set(HARDENED(os.listdir, "/root")) <= needed
-    # On systemd 252 these tmpfs are writable (mode 1777) despite systemd.exec(5)'s
-    # "read-only": what is written there is the unit's own and never reaches the host.
+    # On this systemd 252 these tmpfs are writable (mode 1777) despite systemd.exec(5)'s
+    # "read-only" (so with plain systemd-run, too): what is written there is the unit's
+    # own and never reaches the host.
     HARDENED(_write_in, "/root")
     HARDENED(_write_in, "/home")
     assert not Path("/root/escape").exists()
