@@ -29,11 +29,12 @@ def get(options: Any, max_workers: int | None = None) -> Sandbox:
     """
     key = getattr(options, "key", options)
     sb = _sandboxes.get(key)
-    if sb is not None:
+    if sb is not None and not sb.closed:
         return sb
     with _lock:
         sb = _sandboxes.get(key)
-        if sb is None:
+        if sb is None or sb.closed:
+            # A sandbox shut down on its own (fn.sandbox.shutdown()) starts afresh.
             sb = Sandbox(options, max_workers=max_workers)
             _sandboxes[key] = sb
         return sb

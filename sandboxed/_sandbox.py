@@ -331,6 +331,11 @@ class Sandbox:
         return props
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` was called."""
+        return self._closed
+
+    @property
     def unit_name(self) -> str | None:
         u = self._unit
         return u.name if u is not None else None

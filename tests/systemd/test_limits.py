@@ -406,3 +406,12 @@ def test_a_result_past_max_payload_fails_with_a_size_error_and_the_sandbox_recov
     with pytest.raises(PayloadTooLargeError):
         limited(4 << 20)
     assert limited(10) == bytes(10)
+
+
+def test_a_function_whose_sandbox_was_shut_down_gets_a_fresh_one_on_the_next_call() -> None:
+    f = sandbox(User="nobody", Environment="PURPOSE=reopen")(_identity)
+    assert f(1) == 1
+    first = f.sandbox.unit_name
+    f.sandbox.shutdown()
+    assert f(2) == 2
+    assert f.sandbox.unit_name not in (None, first)
