@@ -415,3 +415,49 @@ def test_a_function_whose_sandbox_was_shut_down_gets_a_fresh_one_on_the_next_cal
     f.sandbox.shutdown()
     assert f(2) == 2
     assert f.sandbox.unit_name not in (None, first)
+
+
+def _worker_pids(fn: object) -> list[int]:
+    """Host PIDs of the workers (not the supervisor) in ``fn``'s unit."""
+    unit = fn.sandbox._unit  # type: ignore[attr-defined]
+    dirs = unit.probe.dirs()
+    cg = dirs.get("pids") or dirs.get("unified")
+    pids = [int(p) for p in Path(cg, "cgroup.procs").read_text().split()]
+
+    def ppid(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    return [p for p in pids if ppid(p) in pids]
+
+
+def test_a_worker_killed_from_outside_fails_its_call_naming_sigkill_and_the_next_call_works() -> (
+    None
+):
+    import threading
+
+    @sandbox(User="nobody", Environment="PURPOSE=outside-kill")
+    def wait(seconds: float) -> str:
+        time.sleep(seconds)
+        return "woke"
+
+    assert wait(0) == "woke"
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            wait(30)
+        except BaseException as e:  # noqa: BLE001
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.5)
+    victims = _worker_pids(wait)
+    assert victims
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    t.join(20)
+    assert outcome and isinstance(outcome[0], WorkerDiedError)
+    assert outcome[0].signal == "SIGKILL"
+    assert "SIGKILL" in str(outcome[0])
+    assert wait(0) == "woke"
