@@ -41,6 +41,7 @@ from sandboxed._presets import (
     preset_by_name,
 )
 from sandboxed._registry import shutdown
+from sandboxed._security import SecurityItem, SecurityReport, security_report
 from sandboxed._stats import CallStats
 
 __all__ = [
@@ -72,6 +73,8 @@ __all__ = [
     "SandboxMemoryError",
     "SandboxTimeoutError",
     "SandboxedFunction",
+    "SecurityItem",
+    "SecurityReport",
     "SerializationError",
     "Tasks",
     "Timeout",
@@ -85,5 +88,6 @@ __all__ = [
     "last_call_stats",
     "preset_by_name",
     "sandboxed",
+    "security_report",
     "shutdown",
 ]
