@@ -59,6 +59,19 @@ class SandboxedFunction(wrapt.FunctionWrapper[..., Any]):
         super().__init__(wrapped, wrapper)
         self._self_options = options
         self._self_local = threading.local()
+        if is_async:
+            # inspect cannot see through our class; asyncio's check still can.
+            import asyncio.coroutines
+
+            self._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+
+    # A proxy normally reports the wrapped function's class. Pickler extensions
+    # (cloudpickle, which Dask uses) then take it for a plain function and ship
+    # the bare function by value: it would run unsandboxed wherever it lands.
+    # Reporting our own class sends every pickler through __reduce_ex__ below.
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # type: ignore[override]
+        return type(self)
 
     @property
     def options(self) -> OptionSet:

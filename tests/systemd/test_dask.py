@@ -76,11 +76,6 @@ def test_map_over_the_cluster_returns_every_result(client: Any) -> None:
     assert {r["uid"] for r in results} == {65534}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: Dask's cloudpickle sees the wrapt proxy as a plain function and "
-    "pickles the bare function by value, so a lambda or __main__ function runs unsandboxed",
-)
 def test_a_by_value_function_runs_sandboxed_too(client: Any) -> None:
     # A lambda cannot be imported by name on the worker: it must travel by value,
     # options included.
