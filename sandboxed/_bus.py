@@ -106,7 +106,7 @@ class Connection:
         self._serials = itertools.count(1)
         self._pending: dict[int, Future[Message]] = {}
         self._pending_lock = threading.Lock()
-        self._listeners: list[Callable[[Message], None]] = []
+        self._listeners: list[Callable[[Message | None], None]] = []
         self._closed = False
         self._reader = threading.Thread(target=self._read_loop, name="sandboxed-dbus", daemon=True)
         self._reader.start()
@@ -167,7 +167,7 @@ class Connection:
                     fut.set_exception(ConnectionLost(f"connection to {self.address} lost"))
             for listener in list(self._listeners):
                 with contextlib.suppress(Exception):
-                    listener(None)  # type: ignore[arg-type]
+                    listener(None)
 
     def _dispatch(self, msg: Message) -> None:
         kind = msg.header.message_type
@@ -219,10 +219,10 @@ class Connection:
             raise DBusError(name, text)
         return reply
 
-    def add_listener(self, fn: Callable[[Message], None]) -> None:
+    def add_listener(self, fn: Callable[[Message | None], None]) -> None:
         self._listeners.append(fn)
 
-    def remove_listener(self, fn: Callable[[Message], None]) -> None:
+    def remove_listener(self, fn: Callable[[Message | None], None]) -> None:
         with contextlib.suppress(ValueError):
             self._listeners.remove(fn)
 

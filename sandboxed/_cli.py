@@ -38,9 +38,10 @@ def _embedded(ns: argparse.Namespace) -> int:
     from sandboxed import embedded
 
     if ns.action == "start":
-        m = embedded.start()
+        started = embedded.start()
         print(
-            f"embedded manager running: pid {m.pid}, bus {m.bus_address}, cgroup layout {m.layout}"
+            f"embedded manager running: pid {started.pid}, bus {started.bus_address}, "
+            f"cgroup layout {started.layout}"
         )
         return 0
     if ns.action == "status":

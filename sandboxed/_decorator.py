@@ -70,7 +70,7 @@ class SandboxedFunction(wrapt.FunctionWrapper[..., Any]):
     # the bare function by value: it would run unsandboxed wherever it lands.
     # Reporting our own class sends every pickler through __reduce_ex__ below.
     @property  # type: ignore[misc]
-    def __class__(self) -> type:  # type: ignore[override]
+    def __class__(self) -> type:
         return type(self)
 
     @property

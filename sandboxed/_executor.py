@@ -81,7 +81,7 @@ class Unit:
         props.update(client.get_all(path, "org.freedesktop.systemd1.Service"))
         if props.get("CPUUsageNSec") == _UNKNOWN:
             props["CPUUsageNSec"] = self._cgroup_cpu_ns()
-        return props
+        return dict(props)
 
     def _cgroup_cpu_ns(self) -> int:
         """The unit's CPU time from its cgroup, for when systemd cannot tell.
@@ -280,7 +280,7 @@ class TransientUnitPoolExecutor(Executor):
             else:
                 fut.set_exception(value)
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., T],
         *iterables: Iterable[Any],

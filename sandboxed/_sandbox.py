@@ -54,6 +54,14 @@ KILL_GRACE = 1.0
 log = logging.getLogger("sandboxed")
 
 
+def _fields(data: bytearray, n: int) -> tuple[Any, ...]:
+    """A codec-encoded tuple of ``n`` fields (control frames); ProtocolError otherwise."""
+    value = _codec.decode(data)
+    if not isinstance(value, tuple) or len(value) != n:
+        raise ProtocolError(f"malformed control frame: expected {n} fields")
+    return value
+
+
 def _signal_name(num: int) -> str:
     try:
         return signal.Signals(num).name
@@ -182,12 +190,12 @@ class _Unit:
             while True:
                 kind, _flags, parts = recv_frame(self.ctl, limit=1 << 20)
                 if kind == Kind.SPAWNED:
-                    wid, pid = _codec.decode(parts[0])  # type: ignore[misc]
+                    wid, pid = _fields(parts[0], 2)
                     w = self.workers.get(int(wid))
                     if w is not None:
                         w.pid = int(pid)
                 elif kind == Kind.EXITED:
-                    wid, _pid, status = _codec.decode(parts[0])  # type: ignore[misc]
+                    wid, _pid, status = _fields(parts[0], 3)
                     w = self.workers.pop(int(wid), None)
                     if w is not None:
                         w.status = int(status)
@@ -519,7 +527,7 @@ class Sandbox:
     @staticmethod
     def _tasks_hit(probe: CgroupProbe, before: Any) -> bool:
         try:
-            return probe.pids_limit_hits() > before.pids_hits
+            return bool(probe.pids_limit_hits() > before.pids_hits)
         except Exception:  # noqa: BLE001
             return False
 

@@ -180,10 +180,10 @@ class CgroupProbe:
         f = self._file(("memory", "memory.max_usage_in_bytes"))
         if f is not None:
             with contextlib.suppress(OSError):
-                fd = self._fds.get("w:" + f)
-                if fd is None:
-                    fd = self._fds["w:" + f] = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
-                os.write(fd, b"0")
+                wfd = self._fds.get("w:" + f)
+                if wfd is None:
+                    wfd = self._fds["w:" + f] = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
+                os.write(wfd, b"0")
         return None
 
     def peak_memory(self, fd: int | None) -> int | None:

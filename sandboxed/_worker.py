@@ -19,6 +19,7 @@ imports small, the sandbox's start-up time depends on them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -27,11 +28,11 @@ import sys
 import threading
 
 from sandboxed import _codec
+from sandboxed._framing import Kind, recv_frame, recv_frame_with_fds, send_frame
 
 TYPE_CHECKING = False  # typing stays out of the unit's start-up
 if TYPE_CHECKING:
     from typing import Any
-from sandboxed._framing import Kind, recv_frame, recv_frame_with_fds, send_frame
 
 
 def _info() -> dict[str, Any]:
@@ -57,10 +58,13 @@ def supervise(ctl: socket.socket) -> None:
     send_frame(ctl, Kind.READY, [_codec.encode(_info())])
     # What every worker needs, imported once here (while the caller handles READY) rather
     # than after each fork; forked workers share these pages.
-    from sandboxed import _context, _serial  # noqa: F401
     import logging  # noqa: F401
+
+    from sandboxed import _context, _serial  # noqa: F401
+
     while True:
-        ready, _, _ = select.select([ctl, rfd], [], [])
+        waitables: list[Any] = [ctl, rfd]
+        ready, _, _ = select.select(waitables, [], [])
         if rfd in ready:
             try:
                 while os.read(rfd, 512):
@@ -97,13 +101,14 @@ def supervise(ctl: socket.socket) -> None:
                 children[pid] = wid
                 send_frame(ctl, Kind.SPAWNED, [_codec.encode((wid, pid))])
             elif kind == Kind.KILL:
-                wid, sig = _codec.decode(parts[0])  # type: ignore[misc]
+                decoded = _codec.decode(parts[0])
+                if not isinstance(decoded, tuple) or len(decoded) != 2:
+                    continue
+                wid, sig = decoded
                 for pid, w in children.items():
                     if w == wid:
-                        try:
+                        with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, int(sig))
-                        except ProcessLookupError:
-                            pass
             else:
                 for fd in fds:
                     os.close(fd)
@@ -119,18 +124,14 @@ def _reap(ctl: socket.socket, children: dict[int, int]) -> None:
             return
         wid = children.pop(pid, None)
         if wid is not None:
-            try:
+            with contextlib.suppress(OSError):
                 send_frame(ctl, Kind.EXITED, [_codec.encode((wid, pid, status))])
-            except OSError:
-                pass
 
 
 def _terminate(children: dict[int, int]) -> None:
     for pid in list(children):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     os._exit(0)
 
 
@@ -158,12 +159,9 @@ class _Output:
         self.poller = select.poll()
         for r in self.pipes:
             self.poller.register(r, select.POLLIN)
-        sys.stdout = open(
-            1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
-        )  # noqa: SIM115
-        sys.stderr = open(
-            2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
-        )  # noqa: SIM115
+        text = {"buffering": 1, "encoding": "utf-8", "errors": "backslashreplace"}
+        sys.stdout = open(1, "w", closefd=False, **text)  # type: ignore[call-overload]  # noqa: SIM115
+        sys.stderr = open(2, "w", closefd=False, **text)  # type: ignore[call-overload]  # noqa: SIM115
         threading.Thread(target=self._pump, name="sandboxed-output", daemon=True).start()
 
     def _pump(self) -> None:
@@ -186,10 +184,8 @@ class _Output:
     def flush_locked(self) -> None:
         """With the send lock held: forward everything printed so far."""
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         # One poll rather than a failing read per pipe: usually nothing was printed.
         ready = [fd for fd, _ in self.poller.poll(0)]
         if ready:
@@ -296,7 +292,7 @@ def serve(sock: socket.socket) -> None:
             out = (
                 _serial.dumps_result(value, safe=safe)
                 if ok
-                else _serial.dumps_exception(value, safe=safe)
+                else _serial.dumps_exception(value, safe=safe)  # type: ignore[arg-type]
             )
         except BaseException as e:  # noqa: BLE001
             ok = False

@@ -271,7 +271,7 @@ def _manager_from_state(directory: Path, st: dict[str, object]) -> EmbeddedManag
         directory=directory,
         pid=int(st["pid"]),  # type: ignore[call-overload]
         keeper_pid=int(st["keeper_pid"]),  # type: ignore[call-overload]
-        cgroup_dirs=tuple(st["cgroup_dirs"]),  # type: ignore[call-overload]
+        cgroup_dirs=tuple(str(d) for d in st["cgroup_dirs"]),  # type: ignore[attr-defined]
         layout=str(st["layout"]),
     )
 

@@ -151,7 +151,10 @@ def test_a_stale_manager_is_detected_and_replaced(state: Path) -> None:
 
 
 def _start_code(state: Path) -> str:
-    return f"from pathlib import Path; from sandboxed import embedded; embedded.start(Path({str(state)!r}))"
+    return (
+        "from pathlib import Path; from sandboxed import embedded; "
+        f"embedded.start(Path({str(state)!r}))"
+    )
 
 
 def test_missing_systemd_binary_is_a_clear_error(
