@@ -142,12 +142,14 @@ class Suite:
                     pystemd.append(r["first"])
                 else:
                     pystemd_error = r.get("error", "no result")
-        props = " ".join(a for d in merged_directives(opts)[0] for a in d.assignments())
+        # Names only: the values include this machine's paths (the reachability bind mounts).
+        props = ", ".join(f"{d.name}=" for d in merged_directives(opts)[0])
         a = self.fig("cold start", "sandboxed", "new option set -> first result", "ms", ours,
                      scale=1e3, note="NoNetwork | ReadOnly, a no-op function")
         b = self.fig("cold start", "systemd-run --wait --pipe", "python -c pass, same properties",
                      "ms", theirs, scale=1e3, error=error,
-                     note="run through the manager's tool prefix; properties: " + props)
+                     note="run through the manager's tool prefix, with the sandbox's own directives: "
+                     + props)
         self.fig("cold start", "pystemd TransientUnitPoolExecutor", "pool start -> first result",
                  "ms", pystemd, scale=1e3, error=pystemd_error,
                  note="forks the caller into a `sleep infinity` unit: no interpreter start, "
