@@ -45,21 +45,34 @@ def _run_one(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
 def run_batch(
     calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]], safe: bool
 ) -> list[Outcome]:
-    """Run each call in turn; return one outcome per call (never raises for a call's error)."""
+    """Run each call in turn; never raises for a call's error.
+
+    In a worker each outcome is streamed to the caller as soon as its call ends
+    (so a worker that dies mid-batch fails only the call it was running, and
+    the caller knows which calls never started); the return value is then
+    empty. Elsewhere the outcomes are returned, one per call.
+    """
+    from sandboxed import _context
+
+    stream = _context.send_partial
     out: list[Outcome] = []
-    for fn, args, kwargs in calls:
+    for index, (fn, args, kwargs) in enumerate(calls):
         try:
             value = _run_one(fn, args, kwargs)
         except BaseException as exc:  # noqa: BLE001 - each task's error goes back to it
             if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
                 exc.__traceback__ = exc.__traceback__.tb_next  # start in the user's code
-            out.append((False, _plain(_serial.dumps_exception(exc, safe=safe))))
-            continue
-        try:
-            out.append((True, _plain(_serial.dumps_result(value, safe=safe))))
-        except BaseException as exc:  # noqa: BLE001
-            out.append((False, _plain(_serial.dumps_exception(exc, safe=safe))))
-        del value
+            outcome: Outcome = (False, _plain(_serial.dumps_exception(exc, safe=safe)))
+        else:
+            try:
+                outcome = (True, _plain(_serial.dumps_result(value, safe=safe)))
+            except BaseException as exc:  # noqa: BLE001
+                outcome = (False, _plain(_serial.dumps_exception(exc, safe=safe)))
+            del value
+        if stream is not None:
+            stream(index, outcome[0], outcome[1])
+        else:
+            out.append(outcome)
     return out
 
 

@@ -7,10 +7,12 @@ futures it was running and is replaced on the next task; the pool never
 becomes "broken".
 
 When tasks queue up, a pool thread sends a worker up to :data:`MAX_BATCH` of
-them in one round trip (a fair share of the queue, so every worker gets some):
-each future still gets its own result or exception, pickled on its own, but
-the tasks of one batch share its resource figures (``future.stats``), and a
-worker that dies fails every task of the batch it was running. Pools with a
+them in one round trip (a fair share of the queue, so every worker gets some).
+The worker streams each task's outcome back as soon as that task ends, so each
+future gets its own result or exception when its task is done; a worker that
+dies mid-batch fails only the task it was running, and the tasks queued behind
+it in the batch (which never started) run again. The tasks of one batch share
+its resource figures (``future.stats``, set when the batch ends). Pools with a
 per-call ``timeout`` never batch.
 """
 
@@ -27,7 +29,7 @@ from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 from sandboxed import _batch
-from sandboxed._errors import SerializationError
+from sandboxed._errors import RemoteError, SerializationError
 from sandboxed._options import OptionSet
 from sandboxed._sandbox import Sandbox, _manager_client, thread_last_stats
 from sandboxed._stats import CallStats, CgroupProbe
@@ -243,7 +245,12 @@ class TransientUnitPoolExecutor(Executor):
             fut.set_result(result)
 
     def _run_batch(self, batch: list[Any]) -> None:
-        """Run queued tasks in one call; each future still gets its own result or error."""
+        """Run queued tasks in one round trip; each future still gets its own outcome.
+
+        The worker streams each task's outcome as it ends, so a worker that dies
+        mid-batch fails only the task it was running; the tasks after it never
+        started and are run again, one by one.
+        """
         safe = bool(self.options.safe_results)
         ready = []
         for task in batch:
@@ -255,8 +262,24 @@ class TransientUnitPoolExecutor(Executor):
                 ready.append(task)
         batch = ready
         calls = [(fn, args, kwargs) for _fut, fn, args, kwargs in batch]
+        done: set[int] = set()
+
+        def on_partial(index: object, ok: object, parts: list[bytearray]) -> None:
+            # From the worker: check before trusting (in safe mode it runs untrusted code).
+            if type(index) is not int or not 0 <= index < len(batch) or index in done:
+                return
+            done.add(index)
+            flag, value = _batch.unpack((ok, [bytes(p) for p in parts]), safe)
+            fut = batch[index][0]
+            if flag:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
         try:
-            outcomes = self._sandbox.call(_batch.run_batch, (calls, safe), {})
+            outcomes = self._sandbox.call(
+                _batch.run_batch, (calls, safe), {}, on_partial=on_partial
+            )
         except SerializationError:
             # A task's function or arguments do not pickle (nothing ran): let each task
             # meet its own fate.
@@ -265,20 +288,30 @@ class TransientUnitPoolExecutor(Executor):
             return
         except BaseException as e:  # noqa: BLE001 - the worker died, the unit failed...
             stats = thread_last_stats()
-            for fut, *_ in batch:
-                fut.stats = stats
-                fut.set_exception(e)
+            pending = [i for i in range(len(batch)) if i not in done]
+            if pending:
+                running = batch[pending[0]][0]
+                running.stats = stats
+                running.set_exception(e)
+                for i in pending[1:]:
+                    self._run_one(*batch[i])
             return
         stats = thread_last_stats()
-        if type(outcomes) is not list or len(outcomes) != len(batch):
-            outcomes = [None] * len(batch)  # unpack() reports each as malformed
-        for (fut, *_), outcome in zip(batch, outcomes, strict=True):
-            ok, value = _batch.unpack(outcome, safe)
+        for fut, *_ in batch:
             fut.stats = stats
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+        if type(outcomes) is list and len(outcomes) == len(batch) and not done:
+            # Not streamed (an old worker): the outcomes come back together.
+            for (fut, *_), outcome in zip(batch, outcomes, strict=True):
+                ok, value = _batch.unpack(outcome, safe)
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+            return
+        for i, (fut, *_) in enumerate(batch):
+            if i not in done:
+                missing = RemoteError("<unknown>", "the worker sent no outcome for this task")
+                fut.set_exception(missing)
 
     def map(
         self,

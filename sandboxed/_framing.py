@@ -51,6 +51,7 @@ class Kind(enum.IntEnum):
     KILL = 10  # caller -> supervisor: [codec (id, signal)]
     FAILED = 11  # supervisor/worker -> caller: [codec message]
     STARTED = 12  # worker -> caller: [] the call is loaded and its function starts now
+    PARTIAL = 13  # worker -> caller: [codec (index, ok), *parts] one task of a batch is done
 
 
 class ProtocolError(ConnectionError):

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import signal
 import socket
 import sys
@@ -434,10 +435,13 @@ class Sandbox:
         timeout: float | None = None,
         on_start: Callable[[Callable[[], None]], None] | None = None,
         stats: bool = True,
+        on_partial: Callable[[int, bool, list[bytearray]], None] | None = None,
     ) -> Any:
         """Run ``fn(*args, **kwargs)`` in a worker and return its result (or raise its error).
 
         ``on_start`` receives a function that cancels the running call (kills its worker).
+        ``on_partial(index, ok, parts)`` receives each task outcome a batch streams
+        (see :mod:`sandboxed._batch`) as it arrives.
         """
         _stats_local.last = None
         self.check_reachable(fn)
@@ -475,18 +479,27 @@ class Sandbox:
             deadline = None if timeout is None else t0 + START_TIMEOUT + float(timeout)
             while True:
                 if deadline is not None:
+                    # Wait for the next frame with the deadline, but read a frame that
+                    # has begun to its end: a timeout inside one would lose the stream's
+                    # framing. A worker that stalls mid-frame past the deadline is
+                    # stopped like one that overruns.
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if remaining <= 0 or not select.select([w.sock], [], [], remaining)[0]:
                         self._stop_worker(w)
                         raise SandboxTimeoutError(float(timeout), w.unit.name)  # type: ignore[arg-type]
-                    w.sock.settimeout(remaining)
+                    w.sock.settimeout(max(deadline - time.monotonic(), 0.0) + KILL_GRACE)
                 try:
                     kind, _flags, reply = recv_frame(w.sock, limit=limit)
                 except TimeoutError:
-                    continue
+                    self._stop_worker(w)
+                    raise SandboxTimeoutError(float(timeout), w.unit.name) from None  # type: ignore[arg-type]
                 except (EOFError, ConnectionError, ProtocolError):
                     raise self._died(w, cancelled) from None
-                if kind == Kind.STARTED:
+                if kind == Kind.PARTIAL:
+                    if on_partial is not None:
+                        index, ok = _fields(reply[0], 2)
+                        on_partial(index, ok, reply[1:])
+                elif kind == Kind.STARTED:
                     if timeout is not None:
                         deadline = time.monotonic() + float(timeout)
                 elif kind == Kind.OUTPUT:

@@ -457,9 +457,9 @@ def _pickle_inline(obj: object) -> bytes:
         pass
     file = io.BytesIO()
     file.write(_DILL)
-    _dill()[0](
-        file, PROTOCOL, buffer_callback=refuse_out_of_band, recurse=True, byref=False
-    ).dump(obj)
+    _dill()[0](file, PROTOCOL, buffer_callback=refuse_out_of_band, recurse=True, byref=False).dump(
+        obj
+    )
     return file.getvalue()
 
 

@@ -243,6 +243,13 @@ def serve(sock: socket.socket) -> None:
 
     _context.IN_WORKER = True
     lock = threading.Lock()
+
+    def send_partial(index: int, ok: bool, parts: Any) -> None:
+        with lock:
+            output.flush_locked()
+            send_frame(sock, Kind.PARTIAL, [_codec.encode((index, ok)), *parts])
+
+    _context.send_partial = send_partial
     # Nothing may write into the protocol stream but us.
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)

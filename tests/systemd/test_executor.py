@@ -328,3 +328,21 @@ def test_many_threads_submitting_at_once_all_get_their_results(
     for t in threads:
         t.join()
     assert results == {i: i * i for i in range(60)}
+
+
+def test_a_worker_dying_mid_batch_fails_only_the_task_it_was_running() -> None:
+    import tasks
+
+    with TransientUnitPoolExecutor(1, User="nobody") as pool:
+        pool.submit(tasks.square, 0).result(timeout=60)  # warm: later tasks queue up and batch
+        blocker = pool.submit(tasks.nap, 0.5, "first")
+        futs = [pool.submit(tasks.square, i) for i in range(10)]
+        futs.append(pool.submit(tasks.die_by_exit))
+        futs += [pool.submit(tasks.square, i) for i in range(10, 20)]
+        assert blocker.result(timeout=60) == "first"
+        for i, fut in enumerate(futs[:10]):
+            assert fut.result(timeout=60) == i * i
+        with pytest.raises(WorkerDiedError):
+            futs[10].result(timeout=60)
+        for i, fut in zip(range(10, 20), futs[11:], strict=True):
+            assert fut.result(timeout=60) == i * i
