@@ -1,21 +1,25 @@
-"""``@sandboxed(...)``: turn a function into one that runs in a cached transient unit."""
+"""``@sandboxed(...)``: turn a function into one that runs in a cached transient unit.
+
+This module is light on purpose: a worker imports every module that defines
+sandboxed functions, and there ``@sandboxed`` returns the plain function (a
+call inside a sandbox runs directly). The wrapper itself is in
+:mod:`sandboxed._wrapper`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import threading
-import types
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-import wrapt
+from sandboxed import _context
 
-from sandboxed import _context, _registry
-from sandboxed._options import OptionSet
-from sandboxed._sandbox import thread_last_stats
-from sandboxed._stats import CallStats
+if TYPE_CHECKING:
+    from sandboxed._options import OptionSet
+    from sandboxed._stats import CallStats
+    from sandboxed._wrapper import SandboxedFunction
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,166 +39,19 @@ def _import_by_name(module: str, qualname: str) -> Any:
     return obj
 
 
-def _rebuild(wrapped: Callable[..., Any], options: OptionSet) -> SandboxedFunction:
+def _rebuild(wrapped: Callable[..., Any], options: OptionSet) -> SandboxedFunction | Any:
+    """Unpickle a sandboxed function sent by value (Dask, multiprocessing...)."""
+    if _context.IN_WORKER:
+        return wrapped
+    from sandboxed._wrapper import SandboxedFunction
+
     return SandboxedFunction(wrapped, options)
 
 
-class SandboxedFunction(wrapt.FunctionWrapper[..., Any]):
-    """A function that runs in a sandbox when called; otherwise it is the function.
+def _wrap(fn: Any, options: OptionSet) -> Any:
+    from sandboxed._wrapper import wrap
 
-    It pickles (for Dask, multiprocessing...) by reference when it is importable
-    by name, by value (its function and options) otherwise, and runs directly
-    when it is called inside a sandbox worker.
-    """
-
-    def __init__(self, wrapped: Callable[..., Any], options: OptionSet) -> None:
-        is_async = inspect.iscoroutinefunction(wrapped)
-        impl = _call_async if is_async else _call
-
-        # The wrapper knows its own SandboxedFunction: the same plain function may be
-        # decorated several times with different option sets.
-        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            return impl(self, wrapped, instance, args, kwargs)
-
-        super().__init__(wrapped, wrapper)
-        self._self_options = options
-        self._self_local = threading.local()
-        if is_async:
-            # inspect cannot see through our class; asyncio's check still can.
-            import asyncio.coroutines
-
-            self._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
-
-    # A proxy normally reports the wrapped function's class. Pickler extensions
-    # (cloudpickle, which Dask uses) then take it for a plain function and ship
-    # the bare function by value: it would run unsandboxed wherever it lands.
-    # Reporting our own class sends every pickler through __reduce_ex__ below.
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:
-        return type(self)
-
-    @property
-    def options(self) -> OptionSet:
-        """The option set this function's sandbox is built from."""
-        return self._self_options
-
-    @property
-    def last_stats(self) -> CallStats | None:
-        """Resource figures of this function's last call in this thread."""
-        return getattr(self._self_local, "stats", None)
-
-    @property
-    def sandbox(self) -> Any:
-        """The shared :class:`Sandbox` (unit and workers) this function runs in."""
-        return _registry.get(self._self_options)
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        wrapped = self.__wrapped__
-        module = getattr(wrapped, "__module__", None)
-        qualname = getattr(wrapped, "__qualname__", "")
-        if module and module != "__main__" and "<" not in qualname:
-            try:
-                if _import_by_name(module, qualname) is self:
-                    return _import_by_name, (module, qualname)
-            except Exception:  # fall back to by value
-                pass
-        return _rebuild, (wrapped, self._self_options)
-
-
-def _target(owner: SandboxedFunction, wrapped: Any, instance: Any) -> Any:
-    """What to send to the worker: something that pickles and runs the plain function there.
-
-    A plain function goes as its SandboxedFunction (by reference when importable, so that
-    recursion and module globals resolve there); a bound method as ``getattr(instance, name)``.
-    """
-    if instance is None:
-        return owner if owner.__wrapped__ is wrapped else wrapped
-    if inspect.ismethod(wrapped):
-        return wrapped
-    # Called through the class (``C.method(obj, x)``): wrapt hands us a partial object
-    # proxy, which does not pickle; the same bound method does.
-    return types.MethodType(owner.__wrapped__, instance)
-
-
-def _call(
-    owner: SandboxedFunction,
-    wrapped: Any,
-    instance: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    if _context.IN_WORKER:
-        return wrapped(*args, **kwargs)
-    sb = _registry.get(owner._self_options)
-    target = _target(owner, wrapped, instance)
-    try:
-        return sb.call(target, args, kwargs, timeout=owner._self_options.timeout)
-    finally:
-        _record(owner, thread_last_stats())
-
-
-async def _call_async(
-    owner: SandboxedFunction,
-    wrapped: Any,
-    instance: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    if _context.IN_WORKER:
-        return await wrapped(*args, **kwargs)
-    sb = _registry.get(owner._self_options)
-    target = _target(owner, wrapped, instance)
-    lock = threading.Lock()
-    cancels: list[Callable[[], None]] = []
-    cancelled = False
-
-    def on_start(cancel: Callable[[], None]) -> None:
-        # The task may be cancelled before the call got its worker: kill it at once then.
-        with lock:
-            cancels.append(cancel)
-            now = cancelled
-        if now:
-            cancel()
-
-    stats: list[CallStats | None] = []
-
-    def run() -> Any:
-        try:
-            return sb.call(
-                target, args, kwargs, timeout=owner._self_options.timeout, on_start=on_start
-            )
-        finally:
-            # Stats are per thread: take them in the thread that made the call.
-            stats.append(thread_last_stats())
-
-    loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(None, run)
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        with lock:
-            cancelled = True
-            started = list(cancels)
-        for c in started:
-            c()
-        # Nobody awaits the inner future any more: retrieve its outcome so asyncio
-        # does not log "exception was never retrieved".
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        raise
-    finally:
-        _record(owner, stats[0] if stats else None)
-
-
-def _record(owner: SandboxedFunction, stats: CallStats | None) -> None:
-    owner._self_local.stats = stats
-    _local.stats = stats
-
-
-def _wrap(fn: Callable[..., Any], options: OptionSet) -> Any:
-    if isinstance(fn, (classmethod, staticmethod)):
-        inner = _wrap(fn.__func__, options)
-        return type(fn)(inner)
-    return SandboxedFunction(fn, options)
+    return wrap(fn, options)
 
 
 @overload
@@ -220,6 +77,13 @@ def sandboxed(*presets: Any, **options: Any) -> Any:
     Raises (when decorating, before any unit exists): :class:`UnknownDirectiveError`,
     :class:`InvalidDirectiveValueError`, :class:`ConflictingDirectivesError`.
     """
+    if _context.IN_WORKER:
+        # Inside a sandbox a sandboxed function is just the function: it runs directly.
+        if len(presets) == 1 and not options and _is_target(presets[0]):
+            return presets[0]
+        return lambda fn: fn
+    from sandboxed._options import OptionSet
+
     if len(presets) == 1 and not options and _is_target(presets[0]):
         return _wrap(presets[0], OptionSet.build())
     built = OptionSet.build(*presets, **options)
@@ -238,4 +102,7 @@ def _is_target(obj: Any) -> bool:
 
 def run(fn: Callable[..., Awaitable[R]] | Callable[..., R], *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` once in a default sandbox (no options). Mostly for quick tests."""
+    from sandboxed import _registry
+    from sandboxed._options import OptionSet
+
     return _registry.get(OptionSet.build()).call(fn, args, kwargs)

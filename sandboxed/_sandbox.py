@@ -40,19 +40,90 @@ from sandboxed._errors import (
 from sandboxed._framing import DEFAULT_LIMIT, Kind, ProtocolError, recv_frame, send_frame
 from sandboxed._stats import CallStats, CgroupProbe
 
+WORKER_MODULES = ("_worker", "_framing", "_codec", "_serial", "_batch", "_context", "_errors")
+_bytecode_checked = False
+
+
+def _ensure_bytecode() -> None:
+    """Compile the modules every worker imports, if their bytecode is missing or stale.
+
+    The unit's interpreter runs with -B, usually on a read-only file system, and
+    often as another user: it cannot cache bytecode, so without this each cold
+    start would compile them from source again (some 20 ms). PYTHONDONTWRITEBYTECODE
+    in the caller's environment would otherwise leave them uncompiled for good.
+    """
+    global _bytecode_checked
+    if _bytecode_checked:
+        return
+    _bytecode_checked = True
+    import importlib.util
+    import py_compile
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in WORKER_MODULES:
+        src = os.path.join(here, name + ".py")
+        try:
+            cached = importlib.util.cache_from_source(src)
+            if os.path.exists(cached) and os.stat(cached).st_mtime >= os.stat(src).st_mtime:
+                continue
+            py_compile.compile(src, cfile=cached, doraise=True)
+        except (OSError, py_compile.PyCompileError, NotImplementedError):
+            return  # not writable (a system install is compiled already): nothing to do
+
+
 # The package is registered without running its __init__ (the caller's side: decorator,
 # asyncio, wrapt... ~200 ms); _worker completes it when user code asks for a public name.
 BOOT = (
     "import sys,json,base64;sys.path[:]=json.loads(base64.b64decode(sys.argv[1]));"
     "import importlib.util as u;s=u.spec_from_file_location('sandboxed',sys.argv[2]);"
     "sys.modules['sandboxed']=u.module_from_spec(s);"
-    "import sandboxed._worker as w;w.main()"
+    "import sandboxed._worker as w;w.site(sys.argv[3]);w.main()"
 )
 PACKAGE_INIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py")
 START_TIMEOUT = 60.0
 KILL_GRACE = 1.0
 
 log = logging.getLogger("sandboxed")
+
+
+_site_cache: dict[str, Any] | None = None
+
+
+def _site_setup() -> dict[str, Any]:
+    """What ``site`` did in this interpreter that the worker (started with ``-S``) must redo.
+
+    ``site`` costs a cold start some 25 ms, mostly in .pth files; the worker gets
+    this process's ``sys.path`` anyway, so it only needs the ``import`` lines of
+    the .pth files in those directories (import hooks such as editable installs'
+    finders) — except the one of sandboxed's own editable install, whose package
+    the worker registers directly — and sitecustomize/usercustomize if they ran here.
+    """
+    global _site_cache
+    if _site_cache is None:
+        lines: list[str] = []
+        for d in dict.fromkeys(sys.path):
+            if not d or not os.path.isdir(d):
+                continue
+            try:
+                names = sorted(n for n in os.listdir(d) if n.endswith(".pth"))
+            except OSError:
+                continue
+            for name in names:
+                if name.startswith("__editable__.sandboxed-"):
+                    continue
+                try:
+                    with open(os.path.join(d, name), encoding="utf-8") as f:
+                        for line in f:
+                            if line.startswith(("import ", "import\t")):
+                                lines.append(line.rstrip("\n"))
+                except OSError:
+                    continue
+        _site_cache = {
+            "pth": lines,
+            "sitecustomize": "sitecustomize" in sys.modules,
+            "usercustomize": "usercustomize" in sys.modules,
+        }
+    return _site_cache
 
 
 def _fields(data: bytearray, n: int) -> tuple[Any, ...]:
@@ -323,13 +394,15 @@ class Sandbox:
     def unit_properties(self, ctl_fd: int, diag_fd: int) -> list[tuple[str, str, object]]:
         path = [os.getcwd() if p == "" else p for p in sys.path]
         arg = base64.b64encode(json.dumps(path).encode()).decode()
+        site_arg = base64.b64encode(json.dumps(_site_setup()).encode()).decode()
+        _ensure_bytecode()
         exe = sys.executable
         props = [
             ("Description", "s", f"sandboxed worker of pid {os.getpid()}"),
             (
                 "ExecStart",
                 "a(sasb)",
-                [(exe, [exe, "-s", "-B", "-c", BOOT, arg, PACKAGE_INIT], False)],
+                [(exe, [exe, "-S", "-s", "-B", "-c", BOOT, arg, PACKAGE_INIT, site_arg], False)],
             ),
             ("StandardInputFileDescriptor", "h", ctl_fd),
             ("StandardOutputFileDescriptor", "h", ctl_fd),

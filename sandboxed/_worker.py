@@ -346,6 +346,26 @@ def _complete_package_lazily() -> None:
     vars(pkg)["__getattr__"] = __getattr__
 
 
+def site(setup: str) -> None:
+    """Redo what ``site`` did in the caller (the unit's interpreter runs with ``-S``)."""
+    import _sitebuiltins
+    import base64
+    import builtins
+    import json
+
+    info = json.loads(base64.b64decode(setup))
+    for line in info.get("pth", ()):
+        # What site.addpackage does with a .pth file's import lines, failures ignored too.
+        with contextlib.suppress(Exception):
+            exec(line)
+    for name in ("sitecustomize", "usercustomize"):
+        if info.get(name):
+            with contextlib.suppress(ImportError):
+                __import__(name)
+    builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
+    builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
+
+
 def main() -> None:
     _complete_package_lazily()
     ctl = socket.socket(fileno=os.dup(0))
