@@ -25,7 +25,7 @@ def main() -> None:
     global step
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import tasks
+    import bench_tasks as tasks
 
     try:
         import pystemd

@@ -44,7 +44,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import decorated  # noqa: E402
-import tasks  # noqa: E402
+import bench_tasks as tasks  # noqa: E402
 from _bench import (  # noqa: E402
     Figure,
     Summary,

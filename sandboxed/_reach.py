@@ -114,7 +114,8 @@ def _minimal(paths: Sequence[str]) -> list[str]:
     for p in sorted(set(paths), key=len):
         if not any(p == k or p.startswith(k.rstrip("/") + "/") for k in keep):
             keep.append(p)
-    return keep
+    kept = set(keep)
+    return [p for p in dict.fromkeys(paths) if p in kept]  # in the order given
 
 
 def _under(path: str, root: str) -> bool:
