@@ -85,6 +85,14 @@ def check_module(fn: Any, options: Any) -> None:
     _modules_checked.add(key)
 
 
+def _private_tmp(options: Any) -> list[str]:
+    """/tmp and /var/tmp when the unit gets private ones (PrivateTmp=, or DynamicUser=,
+    which implies it): code that lives there is hidden unless bound in."""
+    if _bool(_value(options, "PrivateTmp")) or _bool(_value(options, "DynamicUser")):
+        return ["/tmp", "/var/tmp"]
+    return []
+
+
 def reach_directives(
     options: Any,
 ) -> tuple[list[Directive], Directive | None, tuple[str, ...], tuple[Exception, ...]]:
@@ -99,7 +107,7 @@ def reach_directives(
         who,
         str(protect_home) if protect_home is not None else None,
         inaccessible=_strings(_value(options, "InaccessiblePaths")),
-        temporary=_strings(_value(options, "TemporaryFileSystem")),
+        temporary=[*_strings(_value(options, "TemporaryFileSystem")), *_private_tmp(options)],
         optional=optional,
     )
     extra = []

@@ -256,3 +256,13 @@ def test_check_module_file_refuses_an_unreadable_module_and_its_unlistable_packa
         check_module_file(str(base / "root/pkg/mod.py"), roots, NOBODY)
     assert pkg.value.path == str(base / "root/pkg")
     check_module_file(str(base / "root/secret.py"), roots, ROOT)
+
+
+def test_code_under_a_private_tmp_is_bound_in_read_only(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    for p in (tmp_path, code):
+        p.chmod(0o755)
+    r = plan([str(code)], NOBODY, None, temporary=["/tmp", "/var/tmp"])
+    assert r.binds == (str(code),)
+    assert r.tmpfs == ()
