@@ -101,8 +101,14 @@ class Figure:
             return [self.group, self.contender, self.metric, "—", "—", self.error or self.note]
         s = self.summary
         spread = f"{fmt(s.p25)} – {fmt(s.p75)} (min {fmt(s.low)}, max {fmt(s.high)}, n={s.n})"
-        return [self.group, self.contender, self.metric, f"{fmt(s.median)} {self.unit}", spread,
-                self.note]
+        return [
+            self.group,
+            self.contender,
+            self.metric,
+            f"{fmt(s.median)} {self.unit}",
+            spread,
+            self.note,
+        ]
 
 
 @dataclass
@@ -168,7 +174,7 @@ def machine(prefix: Sequence[str], manager_kind: str) -> dict[str, str]:
     except OSError:
         load = "unknown"
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": f"{_cpu_model()} ({os.cpu_count()} logical CPUs)",
         "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
         "systemd": f"{_systemd_version(prefix)} ({manager_kind} manager)",

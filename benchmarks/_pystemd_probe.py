@@ -3,8 +3,8 @@
 run.py starts this with a timeout (pystemd's executor is known to hang waiting for
 the unit's activation), through the manager's tool prefix: pystemd moves its forked
 workers into the unit by PID (``AttachProcesses``, ``/proc/MainPID/ns``), which is
-only right inside the manager's own PID namespace. It prints one JSON object: the first result's time, warm call
-latencies, or the error it met and at which step.
+only right inside the manager's own PID namespace. It prints one JSON object: the
+first result's time, warm call latencies, or the error it met and at which step.
 """
 
 from __future__ import annotations

@@ -28,4 +28,3 @@ def modules() -> list[str]:
     import sys
 
     return sorted(sys.modules)
-

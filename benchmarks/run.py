@@ -43,8 +43,8 @@ ROOT = os.path.dirname(HERE)
 # The tasks must be importable by reference in every worker: workers get our sys.path.
 sys.path.insert(0, HERE)
 
-import decorated  # noqa: E402
 import bench_tasks as tasks  # noqa: E402
+import decorated  # noqa: E402
 from _bench import (  # noqa: E402
     Figure,
     Summary,
@@ -57,8 +57,7 @@ from _bench import (  # noqa: E402
 )
 
 import sandboxed  # noqa: E402
-from sandboxed import NoNetwork, ReadOnly, TransientUnitPoolExecutor  # noqa: E402
-from sandboxed import _manager, _registry  # noqa: E402
+from sandboxed import NoNetwork, ReadOnly, TransientUnitPoolExecutor, _manager, _registry  # noqa: E402  # noqa: E402
 from sandboxed._stats import CgroupProbe  # noqa: E402
 from sandboxed._unitprops import merged_directives  # noqa: E402
 
@@ -94,9 +93,18 @@ class Suite:
         self.round_id = 0
         self.pystemd_missing: str | None = None
 
-    def fig(self, group: str, contender: str, metric: str, unit: str,
-            samples: list[float] | None = None, *, note: str = "", error: str = "",
-            scale: float = 1.0) -> Figure:
+    def fig(
+        self,
+        group: str,
+        contender: str,
+        metric: str,
+        unit: str,
+        samples: list[float] | None = None,
+        *,
+        note: str = "",
+        error: str = "",
+        scale: float = 1.0,
+    ) -> Figure:
         summary = Summary.of(samples).scaled(scale) if samples else None
         f = Figure(group, contender, metric, unit, summary, note, error)
         self.figures.append(f)
@@ -144,16 +152,37 @@ class Suite:
                     pystemd_error = r.get("error", "no result")
         # Names only: the values include this machine's paths (the reachability bind mounts).
         props = ", ".join(f"{d.name}=" for d in merged_directives(opts)[0])
-        a = self.fig("cold start", "sandboxed", "new option set -> first result", "ms", ours,
-                     scale=1e3, note="NoNetwork | ReadOnly, a no-op function")
-        b = self.fig("cold start", "systemd-run --wait --pipe", "python -c pass, same properties",
-                     "ms", theirs, scale=1e3, error=error,
-                     note="run through the manager's tool prefix, with the sandbox's own directives: "
-                     + props)
-        self.fig("cold start", "pystemd TransientUnitPoolExecutor", "pool start -> first result",
-                 "ms", pystemd, scale=1e3, error=pystemd_error,
-                 note="forks the caller into a `sleep infinity` unit: no interpreter start, "
-                 "but NoNewPrivileges=, SystemCallFilter=, User=... do not apply (DESIGN.md)")
+        a = self.fig(
+            "cold start",
+            "sandboxed",
+            "new option set -> first result",
+            "ms",
+            ours,
+            scale=1e3,
+            note="NoNetwork | ReadOnly, a no-op function",
+        )
+        b = self.fig(
+            "cold start",
+            "systemd-run --wait --pipe",
+            "python -c pass, same properties",
+            "ms",
+            theirs,
+            scale=1e3,
+            error=error,
+            note="run through the manager's tool prefix, with the sandbox's own directives: "
+            + props,
+        )
+        self.fig(
+            "cold start",
+            "pystemd TransientUnitPoolExecutor",
+            "pool start -> first result",
+            "ms",
+            pystemd,
+            scale=1e3,
+            error=pystemd_error,
+            note="forks the caller into a `sleep infinity` unit: no interpreter start, "
+            "but NoNewPrivileges=, SystemCallFilter=, User=... do not apply (DESIGN.md)",
+        )
         self.targets.append(Target("cold first call / systemd-run python -c pass", a, b, 1.0))
 
     # -- pystemd ------------------------------------------------------------------------------
@@ -168,10 +197,19 @@ class Suite:
             proc = subprocess.run(pip, capture_output=True, text=True, timeout=600)
             if proc.returncode != 0 and "libsystemd" in proc.stderr and os.geteuid() == 0:
                 # It builds against libsystemd: Debian's headers and pkg-config, then again.
-                print("   installing libsystemd-dev and pkg-config for pystemd's build",
-                      file=sys.stderr)
-                apt = ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                       "libsystemd-dev", "pkg-config"]
+                print(
+                    "   installing libsystemd-dev and pkg-config for pystemd's build",
+                    file=sys.stderr,
+                )
+                apt = [
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "libsystemd-dev",
+                    "pkg-config",
+                ]
                 env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
                 subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
                 subprocess.run(apt, capture_output=True, timeout=600, env=env)
@@ -182,7 +220,10 @@ class Suite:
             tail = " ".join(proc.stderr.strip().splitlines()[-3:])[:300]
             hint = ""
             if "libsystemd" in proc.stderr:
-                hint = " (it builds against libsystemd: install Debian's libsystemd-dev and pkg-config)"
+                hint = (
+                    " (it builds against libsystemd: install Debian's"
+                    " libsystemd-dev and pkg-config)"
+                )
             return f"not installable: pip install pystemd failed{hint}: {tail}"
         if subprocess.run(probe, capture_output=True).returncode != 0:
             return "not importable after installation"
@@ -200,8 +241,14 @@ class Suite:
         # the tool prefix runs it (and where the system bus is the manager's).
         argv = [*self.prefix, sys.executable, os.path.join(HERE, "_pystemd_probe.py"), str(calls)]
         before = self.pystemd_units()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True, cwd=HERE)
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            cwd=HERE,
+        )
         try:
             out, err = proc.communicate(timeout=timeout)
             hung = False
@@ -223,13 +270,21 @@ class Suite:
         if hung:
             # A pool that hung may have left its unit (`sleep infinity`) behind.
             for unit in self.pystemd_units() - before:
-                subprocess.run([*self.prefix, "systemctl", "stop", unit], capture_output=True,
-                               timeout=60)
+                subprocess.run(
+                    [*self.prefix, "systemctl", "stop", unit], capture_output=True, timeout=60
+                )
         return result
 
     def pystemd_units(self) -> set[str]:
-        argv = [*self.prefix, "systemctl", "list-units", "--all", "--plain", "--no-legend",
-                "pystemd*"]
+        argv = [
+            *self.prefix,
+            "systemctl",
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "pystemd*",
+        ]
         try:
             out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
         except (OSError, subprocess.TimeoutExpired):
@@ -242,15 +297,32 @@ class Suite:
         r = self.run_pystemd(rounds * per_round)
         err = r.get("error", "")
         warm = r.get("warm") or []
-        chunks = [warm[i * per_round:(i + 1) * per_round] for i in range(rounds)]
+        chunks = [warm[i * per_round : (i + 1) * per_round] for i in range(rounds)]
         chunks = [c for c in chunks if c]
-        note = (f"no-op; {rounds} rounds of {per_round} calls in a process of its own, after "
-                "the other contenders (pystemd's pool is a ProcessPoolExecutor whose workers "
-                "were forked from the caller and moved into the unit)")
-        self.fig("warm call", "pystemd TransientUnitPoolExecutor(1)", "p50", "us",
-                 [percentile(c, 50) for c in chunks] or None, scale=1e6, error=err, note=note)
-        self.fig("warm call", "pystemd TransientUnitPoolExecutor(1)", "p99", "us",
-                 [percentile(c, 99) for c in chunks] or None, scale=1e6, error=err)
+        note = (
+            f"no-op; {rounds} rounds of {per_round} calls in a process of its own, after "
+            "the other contenders (pystemd's pool is a ProcessPoolExecutor whose workers "
+            "were forked from the caller and moved into the unit)"
+        )
+        self.fig(
+            "warm call",
+            "pystemd TransientUnitPoolExecutor(1)",
+            "p50",
+            "us",
+            [percentile(c, 50) for c in chunks] or None,
+            scale=1e6,
+            error=err,
+            note=note,
+        )
+        self.fig(
+            "warm call",
+            "pystemd TransientUnitPoolExecutor(1)",
+            "p99",
+            "us",
+            [percentile(c, 99) for c in chunks] or None,
+            scale=1e6,
+            error=err,
+        )
 
     # -- warm latency ---------------------------------------------------------------------------
 
@@ -262,12 +334,12 @@ class Suite:
         ppe = cf.ProcessPoolExecutor(max_workers=1)
         pool = TransientUnitPoolExecutor(1, NoNetwork)
         contenders["sandboxed: decorated call"] = fn
-        contenders["TransientUnitPoolExecutor(1): submit().result()"] = (
-            lambda: pool.submit(tasks.noop).result()
-        )
-        contenders["ProcessPoolExecutor(1): submit().result()"] = (
-            lambda: ppe.submit(tasks.noop).result()
-        )
+        contenders["TransientUnitPoolExecutor(1): submit().result()"] = lambda: pool.submit(
+            tasks.noop
+        ).result()
+        contenders["ProcessPoolExecutor(1): submit().result()"] = lambda: ppe.submit(
+            tasks.noop
+        ).result()
         try:
             for call in contenders.values():
                 for _ in range(100):
@@ -289,18 +361,33 @@ class Suite:
             pool.shutdown()
         figs = {}
         for name in contenders:
-            figs[name] = self.fig("warm call", name, "p50", "us", p50[name], scale=1e6,
-                                  note=f"no-op; median over {rounds} rounds of {per_round} calls")
+            figs[name] = self.fig(
+                "warm call",
+                name,
+                "p50",
+                "us",
+                p50[name],
+                scale=1e6,
+                note=f"no-op; median over {rounds} rounds of {per_round} calls",
+            )
             self.fig("warm call", name, "p99", "us", p99[name], scale=1e6)
         ppe_fig = figs["ProcessPoolExecutor(1): submit().result()"]
         self.targets.append(
-            Target("warm p50 (decorated call) / ProcessPoolExecutor(1)",
-                   figs["sandboxed: decorated call"], ppe_fig, 0.5)
+            Target(
+                "warm p50 (decorated call) / ProcessPoolExecutor(1)",
+                figs["sandboxed: decorated call"],
+                ppe_fig,
+                0.5,
+            )
         )
         self.targets.append(
-            Target("warm p50 (executor submit) / ProcessPoolExecutor(1)",
-                   figs["TransientUnitPoolExecutor(1): submit().result()"], ppe_fig, 0.5,
-                   extra=["informational: the target is set for the call"])
+            Target(
+                "warm p50 (executor submit) / ProcessPoolExecutor(1)",
+                figs["TransientUnitPoolExecutor(1): submit().result()"],
+                ppe_fig,
+                0.5,
+                extra=["informational: the target is set for the call"],
+            )
         )
 
     # -- throughput ---------------------------------------------------------------------------
@@ -340,18 +427,46 @@ class Suite:
             ours.shutdown()
             ppe.shutdown()
         note = f"{n:,} calls of square(i); median over {rounds} rounds"
-        a = self.fig("throughput", "TransientUnitPoolExecutor(2)", "submit", "tasks/s",
-                     results["os"], note=note)
-        b = self.fig("throughput", "ProcessPoolExecutor(2)", "submit", "tasks/s", results["ps"],
-                     note=note)
-        c = self.fig("throughput", "TransientUnitPoolExecutor(2)", f"map(chunksize={chunk})",
-                     "tasks/s", results["om"], note=note)
-        d = self.fig("throughput", "ProcessPoolExecutor(2)", f"map(chunksize={chunk})",
-                     "tasks/s", results["pm"], note=note)
-        self.targets.append(Target("throughput (submit) / ProcessPoolExecutor(2)", a, b, 1.5,
-                                   at_most=False))
-        self.targets.append(Target("throughput (map, chunksize) / ProcessPoolExecutor(2)", c, d,
-                                   1.5, at_most=False, extra=["informational"]))
+        a = self.fig(
+            "throughput",
+            "TransientUnitPoolExecutor(2)",
+            "submit",
+            "tasks/s",
+            results["os"],
+            note=note,
+        )
+        b = self.fig(
+            "throughput", "ProcessPoolExecutor(2)", "submit", "tasks/s", results["ps"], note=note
+        )
+        c = self.fig(
+            "throughput",
+            "TransientUnitPoolExecutor(2)",
+            f"map(chunksize={chunk})",
+            "tasks/s",
+            results["om"],
+            note=note,
+        )
+        d = self.fig(
+            "throughput",
+            "ProcessPoolExecutor(2)",
+            f"map(chunksize={chunk})",
+            "tasks/s",
+            results["pm"],
+            note=note,
+        )
+        self.targets.append(
+            Target("throughput (submit) / ProcessPoolExecutor(2)", a, b, 1.5, at_most=False)
+        )
+        self.targets.append(
+            Target(
+                "throughput (map, chunksize) / ProcessPoolExecutor(2)",
+                c,
+                d,
+                1.5,
+                at_most=False,
+                extra=["informational"],
+            )
+        )
 
     # -- 64 MiB round trip ---------------------------------------------------------------------
 
@@ -367,10 +482,12 @@ class Suite:
             assert fn(b"x") == b"x" and ppe.submit(tasks.echo, b"x").result() == b"x"
             for _ in range(rounds):
                 out: list[Any] = []
-                ours.append(timed(lambda: out.append(fn(blob))))
+                ours.append(timed(lambda out=out: out.append(fn(blob))))
                 assert len(out[0]) == size
                 out.clear()
-                theirs.append(timed(lambda: out.append(ppe.submit(tasks.echo, blob).result())))
+                theirs.append(
+                    timed(lambda out=out: out.append(ppe.submit(tasks.echo, blob).result()))
+                )
                 assert len(out[0]) == size
                 out.clear()
         finally:
@@ -378,16 +495,20 @@ class Suite:
         what = f"{size // MiB} MiB bytes argument and result"
         a = self.fig("large payload", "sandboxed: decorated call", what, "ms", ours, scale=1e3)
         b = self.fig("large payload", "ProcessPoolExecutor(1)", what, "ms", theirs, scale=1e3)
-        self.targets.append(Target(f"{size // MiB} MiB round trip / ProcessPoolExecutor(1)", a, b,
-                                   1.0))
+        self.targets.append(
+            Target(f"{size // MiB} MiB round trip / ProcessPoolExecutor(1)", a, b, 1.0)
+        )
 
     # -- memory -----------------------------------------------------------------------------------
 
     def unit_memory(self, sb: Any) -> tuple[list[Any], int | None]:
         """(per-process memory, cgroup memory) of a started sandbox's unit."""
         unit = sb._unit
-        probe = unit.probe if unit is not None and unit.probe is not None else CgroupProbe(
-            sb.unit_name, self.location)
+        probe = (
+            unit.probe
+            if unit is not None and unit.probe is not None
+            else CgroupProbe(sb.unit_name, self.location)
+        )
         dirs = probe.dirs()
         pids: list[int] = []
         for hierarchy in ("unified", "pids", "memory", "cpu"):
@@ -407,7 +528,9 @@ class Suite:
 
     def memory(self) -> None:
         rounds = 2 if self.quick else 5
-        worker_rss, worker_uss, worker_pss, sup_rss, sup_uss, ppe_rss, ppe_uss = ([] for _ in range(7))
+        worker_rss, worker_uss, worker_pss, sup_rss, sup_uss, ppe_rss, ppe_uss = (
+            [] for _ in range(7)
+        )
         deco_rss: list[float] = []
         deco_uss: list[float] = []
         for _ in range(rounds):
@@ -449,25 +572,70 @@ class Suite:
                     ppe_rss.append(m.rss)
                     ppe_uss.append(m.uss)
             ppe.shutdown()
-        w = self.fig("memory", "sandboxed worker (idle)", "RSS", "MiB", worker_rss, scale=1 / MiB,
-                     note="a plain function (executor); read from /proc via the unit's "
-                     "cgroup.procs")
-        self.fig("memory", "sandboxed worker (idle)", "USS (private)", "MiB", worker_uss,
-                 scale=1 / MiB, note="the pages it does not share with its supervisor")
+        w = self.fig(
+            "memory",
+            "sandboxed worker (idle)",
+            "RSS",
+            "MiB",
+            worker_rss,
+            scale=1 / MiB,
+            note="a plain function (executor); read from /proc via the unit's cgroup.procs",
+        )
+        self.fig(
+            "memory",
+            "sandboxed worker (idle)",
+            "USS (private)",
+            "MiB",
+            worker_uss,
+            scale=1 / MiB,
+            note="the pages it does not share with its supervisor",
+        )
         self.fig("memory", "sandboxed worker (idle)", "PSS", "MiB", worker_pss, scale=1 / MiB)
-        self.fig("memory", "sandboxed worker of a decorated function (idle)", "RSS", "MiB",
-                 deco_rss, scale=1 / MiB,
-                 note="unpickling the decorated function imports sandboxed's caller side "
-                 "(decorator, options, attrs, wrapt, asyncio) in the worker")
-        self.fig("memory", "sandboxed worker of a decorated function (idle)", "USS (private)",
-                 "MiB", deco_uss, scale=1 / MiB)
-        self.fig("memory", "sandboxed supervisor", "RSS", "MiB", sup_rss, scale=1 / MiB,
-                 note="one per unit, whatever its number of workers")
+        self.fig(
+            "memory",
+            "sandboxed worker of a decorated function (idle)",
+            "RSS",
+            "MiB",
+            deco_rss,
+            scale=1 / MiB,
+            note="unpickling the decorated function imports sandboxed's caller side "
+            "(decorator, options, attrs, wrapt, asyncio) in the worker",
+        )
+        self.fig(
+            "memory",
+            "sandboxed worker of a decorated function (idle)",
+            "USS (private)",
+            "MiB",
+            deco_uss,
+            scale=1 / MiB,
+        )
+        self.fig(
+            "memory",
+            "sandboxed supervisor",
+            "RSS",
+            "MiB",
+            sup_rss,
+            scale=1 / MiB,
+            note="one per unit, whatever its number of workers",
+        )
         self.fig("memory", "sandboxed supervisor", "USS (private)", "MiB", sup_uss, scale=1 / MiB)
-        self.fig("memory", "ProcessPoolExecutor worker (idle)", "RSS", "MiB", ppe_rss,
-                 scale=1 / MiB, note="for comparison: a fork of this benchmark process")
-        self.fig("memory", "ProcessPoolExecutor worker (idle)", "USS (private)", "MiB", ppe_uss,
-                 scale=1 / MiB)
+        self.fig(
+            "memory",
+            "ProcessPoolExecutor worker (idle)",
+            "RSS",
+            "MiB",
+            ppe_rss,
+            scale=1 / MiB,
+            note="for comparison: a fork of this benchmark process",
+        )
+        self.fig(
+            "memory",
+            "ProcessPoolExecutor worker (idle)",
+            "USS (private)",
+            "MiB",
+            ppe_uss,
+            scale=1 / MiB,
+        )
         self.targets.append(Target("idle worker RSS (MiB)", w, None, 20.0, absolute=True))
 
     def units_per_second(self) -> None:
@@ -475,8 +643,10 @@ class Suite:
         n = 4 if self.quick else 16
         rates: list[float] = []
         for _ in range(rounds):
-            sbs = [_registry.get(sandboxed.OptionSet.build(NoNetwork, env=self.unique_env()))
-                   for _ in range(n)]
+            sbs = [
+                _registry.get(sandboxed.OptionSet.build(NoNetwork, env=self.unique_env()))
+                for _ in range(n)
+            ]
             for sb in sbs:
                 sb.base_properties()  # the option set's planning is not unit start-up
             t = time.perf_counter()
@@ -485,14 +655,19 @@ class Suite:
             rates.append(n / (time.perf_counter() - t))
             for sb in sbs:
                 sb.shutdown(wait=True)
-        self.fig("scale", "sandboxed", "units started per second", "units/s", rates,
-                 note=f"{n} units one after another (to READY of the supervisor)")
+        self.fig(
+            "scale",
+            "sandboxed",
+            "units started per second",
+            "units/s",
+            rates,
+            note=f"{n} units one after another (to READY of the supervisor)",
+        )
 
     def many_option_sets(self) -> None:
         n = 10 if self.quick else 100
         threads = 8
-        fns = [sandboxed.sandboxed(NoNetwork, env=self.unique_env())(tasks.noop)
-               for _ in range(n)]
+        fns = [sandboxed.sandboxed(NoNetwork, env=self.unique_env())(tasks.noop) for _ in range(n)]
         firsts: list[float] = []
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(threads) as tp:
@@ -508,17 +683,40 @@ class Suite:
         for fn in fns:
             fn.sandbox.shutdown(wait=False)
         _registry.shutdown()
-        self.fig("scale", f"{n} option sets live at once", "time to first result, each", "ms",
-                 firsts, scale=1e3, note=f"first calls from {threads} threads at once")
-        self.fig("scale", f"{n} option sets live at once", "until every first result", "s",
-                 [total])
-        self.fig("scale", f"{n} option sets live at once", "RSS of all their processes", "MiB",
-                 [rss / MiB], note="supervisor + one worker per unit, summed (shared pages counted each time)")
-        self.fig("scale", f"{n} option sets live at once", "USS of all their processes", "MiB",
-                 [uss / MiB])
+        self.fig(
+            "scale",
+            f"{n} option sets live at once",
+            "time to first result, each",
+            "ms",
+            firsts,
+            scale=1e3,
+            note=f"first calls from {threads} threads at once",
+        )
+        self.fig("scale", f"{n} option sets live at once", "until every first result", "s", [total])
+        self.fig(
+            "scale",
+            f"{n} option sets live at once",
+            "RSS of all their processes",
+            "MiB",
+            [rss / MiB],
+            note="supervisor + one worker per unit, summed (shared pages counted each time)",
+        )
+        self.fig(
+            "scale",
+            f"{n} option sets live at once",
+            "USS of all their processes",
+            "MiB",
+            [uss / MiB],
+        )
         if cgroup:
-            self.fig("scale", f"{n} option sets live at once", "cgroup memory, summed", "MiB",
-                     [cgroup / MiB], note="the units' memory controllers (page cache included)")
+            self.fig(
+                "scale",
+                f"{n} option sets live at once",
+                "cgroup memory, summed",
+                "MiB",
+                [cgroup / MiB],
+                note="the units' memory controllers (page cache included)",
+            )
 
     # -- run and report ---------------------------------------------------------------------------
 
@@ -539,8 +737,14 @@ class Suite:
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - one failing step must not lose the rest
-                self.fig(name, "sandboxed", "(step failed)", "", None,
-                         error=f"{type(exc).__name__}: {exc}")
+                self.fig(
+                    name,
+                    "sandboxed",
+                    "(step failed)",
+                    "",
+                    None,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
             print(f"   {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
         _registry.shutdown()
 
@@ -586,8 +790,10 @@ def markdown(suite: Suite, info: dict[str, str], argv: list[str]) -> str:
         "",
         "## Figures",
         "",
-        table([f.cells() for f in suite.figures],
-              ["group", "contender", "metric", "median", "spread: p25 – p75", "note"]),
+        table(
+            [f.cells() for f in suite.figures],
+            ["group", "contender", "metric", "median", "spread: p25 – p75", "note"],
+        ),
         "",
     ]
     if suite.notes:
@@ -612,13 +818,16 @@ def chart(suite: Suite, path: str) -> None:
     fig, axes = plt.subplots(len(groups), 1, figsize=(10, 3.0 * len(groups)))
     for ax, (title, unit, pick) in zip(axes, groups, strict=True):
         chosen = [f for f in suite.figures if pick(f)]
-        labels = [f"{f.contender}\n{f.metric}" if f.group == "throughput" else f.contender
-                  for f in chosen]
+        labels = [
+            f"{f.contender}\n{f.metric}" if f.group == "throughput" else f.contender for f in chosen
+        ]
         values = [f.summary.median if f.summary else 0 for f in chosen]
         lo = [f.summary.median - f.summary.p25 if f.summary else 0 for f in chosen]
         hi = [f.summary.p75 - f.summary.median if f.summary else 0 for f in chosen]
-        colours = ["#2a7ab0" if f.contender.startswith(("sandboxed", "TransientUnit")) else "#999999"
-                   for f in chosen]
+        colours = [
+            "#2a7ab0" if f.contender.startswith(("sandboxed", "TransientUnit")) else "#999999"
+            for f in chosen
+        ]
         y = range(len(chosen))
         ax.barh(list(y), values, xerr=[lo, hi], color=colours, capsize=3)
         ax.set_yticks(list(y), labels, fontsize=8)
@@ -637,8 +846,11 @@ def chart(suite: Suite, path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run of every step")
-    parser.add_argument("--out", default=os.path.join(ROOT, "docs"),
-                        help="where benchmarks.md and benchmarks.png go (default: docs/)")
+    parser.add_argument(
+        "--out",
+        default=os.path.join(ROOT, "docs"),
+        help="where benchmarks.md and benchmarks.png go (default: docs/)",
+    )
     args = parser.parse_args(argv)
     # The sandbox cannot write bytecode (ProtectSystem=, -B): give it fresh .pyc files, as an
     # installed package has, so that its start-up is not a compile.
@@ -655,8 +867,10 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, "benchmarks.md"), "w") as f:
         f.write(markdown(suite, info, sys.argv))
     chart(suite, os.path.join(args.out, "benchmarks.png"))
-    print(f"\nwrote {os.path.join(os.path.relpath(args.out, ROOT), 'benchmarks.md')} and .png",
-          file=sys.stderr)
+    print(
+        f"\nwrote {os.path.join(os.path.relpath(args.out, ROOT), 'benchmarks.md')} and .png",
+        file=sys.stderr,
+    )
     return 0
 
 
