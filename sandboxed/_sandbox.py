@@ -9,11 +9,9 @@ I/O, which keeps a warm call to a single ``sendmsg`` and a few ``recv``s.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import itertools
-import json
 import logging
 import os
 import secrets
@@ -73,30 +71,34 @@ def _ensure_bytecode() -> None:
 
 # The package is registered without running its __init__ (the caller's side: decorator,
 # asyncio, wrapt... ~200 ms); _worker completes it when user code asks for a public name.
+# The unit's interpreter starts with nothing imported (-S): set sys.path from hex
+# (no json, no base64 to import), register the package without running its
+# __init__ (the caller side: wrapt, attrs, D-Bus...), and start the supervisor.
 BOOT = (
-    "import sys,json,base64;sys.path[:]=json.loads(base64.b64decode(sys.argv[1]));"
-    "import importlib.util as u;s=u.spec_from_file_location('sandboxed',sys.argv[2]);"
-    "sys.modules['sandboxed']=u.module_from_spec(s);"
+    "import sys;sys.path[:]=bytes.fromhex(sys.argv[1]).decode().split('\\0');"
+    "p=type(sys)('sandboxed');p.__path__=[sys.argv[2]];p.__file__=sys.argv[2]+'/__init__.py';"
+    "sys.modules['sandboxed']=p;"
     "import sandboxed._worker as w;w.site(sys.argv[3]);w.main()"
 )
-PACKAGE_INIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py")
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 START_TIMEOUT = 60.0
 KILL_GRACE = 1.0
 
 log = logging.getLogger("sandboxed")
 
 
-_site_cache: dict[str, Any] | None = None
+_site_cache: str | None = None
 
 
-def _site_setup() -> dict[str, Any]:
+def _site_setup() -> str:
     """What ``site`` did in this interpreter that the worker (started with ``-S``) must redo.
 
     ``site`` costs a cold start some 25 ms, mostly in .pth files; the worker gets
     this process's ``sys.path`` anyway, so it only needs the ``import`` lines of
     the .pth files in those directories (import hooks such as editable installs'
     finders) — except the one of sandboxed's own editable install, whose package
-    the worker registers directly — and sitecustomize/usercustomize if they ran here.
+    the worker registers directly — and sitecustomize/usercustomize if they ran
+    here. Returned as hex of NUL-separated fields: flags, then the lines.
     """
     global _site_cache
     if _site_cache is None:
@@ -118,11 +120,10 @@ def _site_setup() -> dict[str, Any]:
                                 lines.append(line.rstrip("\n"))
                 except OSError:
                     continue
-        _site_cache = {
-            "pth": lines,
-            "sitecustomize": "sitecustomize" in sys.modules,
-            "usercustomize": "usercustomize" in sys.modules,
-        }
+        flags = ("s" if "sitecustomize" in sys.modules else "") + (
+            "u" if "usercustomize" in sys.modules else ""
+        )
+        _site_cache = "\0".join([flags, *lines]).encode().hex()
     return _site_cache
 
 
@@ -393,8 +394,8 @@ class Sandbox:
 
     def unit_properties(self, ctl_fd: int, diag_fd: int) -> list[tuple[str, str, object]]:
         path = [os.getcwd() if p == "" else p for p in sys.path]
-        arg = base64.b64encode(json.dumps(path).encode()).decode()
-        site_arg = base64.b64encode(json.dumps(_site_setup()).encode()).decode()
+        arg = "\0".join(path).encode().hex()
+        site_arg = _site_setup()
         _ensure_bytecode()
         exe = sys.executable
         props = [
@@ -402,7 +403,7 @@ class Sandbox:
             (
                 "ExecStart",
                 "a(sasb)",
-                [(exe, [exe, "-S", "-s", "-B", "-c", BOOT, arg, PACKAGE_INIT, site_arg], False)],
+                [(exe, [exe, "-S", "-s", "-B", "-c", BOOT, arg, PACKAGE_DIR, site_arg], False)],
             ),
             ("StandardInputFileDescriptor", "h", ctl_fd),
             ("StandardOutputFileDescriptor", "h", ctl_fd),

@@ -58,8 +58,6 @@ def supervise(ctl: socket.socket) -> None:
     send_frame(ctl, Kind.READY, [_codec.encode(_info())])
     # What every worker needs, imported once here (while the caller handles READY) rather
     # than after each fork; forked workers share these pages.
-    import logging  # noqa: F401
-
     from sandboxed import _context, _serial  # noqa: F401
 
     while True:
@@ -192,21 +190,57 @@ class _Output:
             self._drain(ready)
 
 
-class _LogHandler:
-    """A logging handler sending records to the caller as plain data."""
+class _Logs:
+    """Send the worker's log records to the caller, as plain data.
+
+    ``logging`` costs a cold start ~10 ms to import, and most calls never log:
+    the handler is installed when (if) the call's code imports ``logging``,
+    through a one-shot import hook, so no record is missed.
+    """
+
+    WARNING = 30
 
     def __init__(self, sock: socket.socket, lock: threading.Lock) -> None:
-        import logging
-
         self.sock = sock
         self.lock = lock
+        self.level = self.WARNING
+        self.root: Any = None
+        if "logging" in sys.modules:
+            self._install(sys.modules["logging"])
+        else:
+            sys.meta_path.insert(0, self)
 
-        worker = self
+    def set_level(self, level: int) -> None:
+        self.level = level
+        if self.root is not None and self.root.level != level:
+            self.root.setLevel(level)  # clears every logger's cache: only when it changes
 
-        class Handler(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
+    # -- the import hook (importlib's MetaPathFinder protocol) ---------------------------
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "logging":
+            return None
+        sys.meta_path.remove(self)
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_install(module: Any) -> None:
+            exec_module(module)
+            self._install(module)
+
+        spec.loader.exec_module = exec_then_install  # type: ignore[method-assign]
+        return spec
+
+    def _install(self, logging: Any) -> None:
+        logs = self
+
+        class Handler(logging.Handler):  # type: ignore[misc]
+            def emit(self, record: Any) -> None:
                 try:
-                    msg = record.getMessage()
                     exc_text = None
                     if record.exc_info:
                         exc_text = logging.Formatter().formatException(record.exc_info)
@@ -214,7 +248,7 @@ class _LogHandler:
                         "name": record.name,
                         "levelno": record.levelno,
                         "levelname": record.levelname,
-                        "msg": msg,
+                        "msg": record.getMessage(),
                         "pathname": record.pathname,
                         "filename": record.filename,
                         "module": record.module,
@@ -226,15 +260,15 @@ class _LogHandler:
                         "threadName": record.threadName,
                         "exc_text": exc_text,
                     }
-                    with worker.lock:
-                        send_frame(worker.sock, Kind.LOG, [_codec.encode(data)])
+                    with logs.lock:
+                        send_frame(logs.sock, Kind.LOG, [_codec.encode(data)])
                 except Exception:
                     self.handleError(record)
 
-        self.handler = Handler()
         root = logging.getLogger()
-        root.handlers[:] = [self.handler]
-        root.setLevel(logging.WARNING)
+        root.handlers[:] = [Handler()]
+        root.setLevel(self.level)
+        self.root = root
 
 
 def serve(sock: socket.socket) -> None:
@@ -255,10 +289,7 @@ def serve(sock: socket.socket) -> None:
     os.dup2(devnull, 0)
     os.close(devnull)
     output = _Output(sock, lock)
-    logs = _LogHandler(sock, lock)
-    import logging
-
-    root = logging.getLogger()
+    logs = _Logs(sock, lock)
     raw_header = b""
     header: dict[str, Any] = {}
     while True:
@@ -274,9 +305,7 @@ def serve(sock: socket.socket) -> None:
             assert isinstance(decoded, dict)
             header, raw_header = decoded, bytes(parts[0])
         safe = bool(header.get("safe"))
-        level = int(header.get("log_level", logging.WARNING))
-        if root.level != level:
-            root.setLevel(level)  # clears every logger's cache: only when it changes
+        logs.set_level(int(header.get("log_level", _Logs.WARNING)))
         ok = True
         try:
             fn, args, kwargs = _serial.loads_call(parts[1], parts[2:])
@@ -327,17 +356,23 @@ async def _await(value: Any) -> Any:
 def _complete_package_lazily() -> None:
     """Run the package's ``__init__`` (skipped by the boot) on first use of a public name."""
     pkg = sys.modules.get("sandboxed")
-    if pkg is None or "__all__" in vars(pkg) or pkg.__spec__ is None:
+    if pkg is None or "__all__" in vars(pkg):
         return
-    spec = pkg.__spec__
 
     def __getattr__(name: str) -> Any:  # noqa: N807 - PEP 562
         # Submodules import themselves (``from sandboxed import _serial`` asks here first).
         if name.startswith("_") and name != "__all__":
             raise AttributeError(name)
         del vars(pkg)["__getattr__"]
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "sandboxed", pkg.__file__, submodule_search_locations=list(pkg.__path__)
+        )
         try:
-            spec.loader.exec_module(pkg)  # type: ignore[union-attr]
+            assert spec is not None and spec.loader is not None
+            pkg.__spec__ = spec
+            spec.loader.exec_module(pkg)
         except BaseException:
             vars(pkg)["__getattr__"] = __getattr__
             raise
@@ -347,19 +382,21 @@ def _complete_package_lazily() -> None:
 
 
 def site(setup: str) -> None:
-    """Redo what ``site`` did in the caller (the unit's interpreter runs with ``-S``)."""
-    import _sitebuiltins
-    import base64
-    import builtins
-    import json
+    """Redo what ``site`` did in the caller (the unit's interpreter runs with ``-S``).
 
-    info = json.loads(base64.b64decode(setup))
-    for line in info.get("pth", ()):
+    ``setup`` is hex of NUL-separated fields: flags ("s" sitecustomize, "u"
+    usercustomize), then the .pth import lines (see ``_sandbox._site_setup``).
+    """
+    import _sitebuiltins
+    import builtins
+
+    flags, *lines = bytes.fromhex(setup).decode().split("\0")
+    for line in lines:
         # What site.addpackage does with a .pth file's import lines, failures ignored too.
         with contextlib.suppress(Exception):
             exec(line)
-    for name in ("sitecustomize", "usercustomize"):
-        if info.get(name):
+    for flag, name in (("s", "sitecustomize"), ("u", "usercustomize")):
+        if flag in flags:
             with contextlib.suppress(ImportError):
                 __import__(name)
     builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
