@@ -127,6 +127,27 @@ def _site_setup() -> str:
     return _site_cache
 
 
+class _Flag:
+    """A one-way flag (a threading.Event costs a lock and a condition per call)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+    def is_set(self) -> bool:
+        return self.value
+
+
+def _directive_value(options: Any, name: str) -> Any:
+    get = getattr(options, "get", None)
+    d = get(name) if get is not None else None
+    return None if d is None else getattr(d, "value", d)
+
+
 def _fields(data: bytearray, n: int) -> tuple[Any, ...]:
     """A codec-encoded tuple of ``n`` fields (control frames); ProtocolError otherwise."""
     value = _codec.decode(data)
@@ -363,6 +384,8 @@ class Sandbox:
         self._props_cache: list[tuple[str, str, object]] | None = None
         self.notes: tuple[str, ...] = ()
         self.unreachable: tuple[Exception, ...] = ()
+        self._reachable_modules: set[str | None] = set()
+        self._tasks_limited = _directive_value(options, "TasksMax") is not None
         self.last_stats: CallStats | None = None
 
     # -- unit properties ---------------------------------------------------------------
@@ -376,14 +399,15 @@ class Sandbox:
 
     def check_reachable(self, fn: Callable[..., Any]) -> None:
         """Raise UnreachableCodeError if ``fn``'s module lies where the sandbox cannot read."""
+        module = getattr(getattr(fn, "__func__", fn), "__module__", None)
+        if module in self._reachable_modules:
+            return  # the hot path: checked on an earlier call
         self.base_properties()
         from sandboxed._unitprops import check_module
 
         check_module(fn, self.options)
-        if not self.unreachable:
-            return
-        module = getattr(getattr(fn, "__func__", fn), "__module__", None)
-        if module is None or module == "__main__":
+        if not self.unreachable or module is None or module == "__main__":
+            self._reachable_modules.add(module)
             return
         mod = sys.modules.get(module)
         path = os.path.realpath(getattr(mod, "__file__", None) or "/")
@@ -391,6 +415,7 @@ class Sandbox:
             where = getattr(err, "path", "")
             if where and (path == where or path.startswith(where.rstrip("/") + "/")):
                 raise err
+        self._reachable_modules.add(module)
 
     def unit_properties(self, ctl_fd: int, diag_fd: int) -> list[tuple[str, str, object]]:
         path = [os.getcwd() if p == "" else p for p in sys.path]
@@ -531,17 +556,19 @@ class Sandbox:
         header = _call_header(safe, logging.getLogger().getEffectiveLevel(), timeout is not None)
         w = self._acquire()
         healthy = False
-        cancelled = threading.Event()
-
-        def cancel() -> None:
-            cancelled.set()
-            with contextlib.suppress(Exception):
-                w.kill(signal.SIGKILL)
-
+        cancelled = _Flag()
         if on_start is not None:
+
+            def cancel() -> None:
+                cancelled.set()
+                with contextlib.suppress(Exception):
+                    w.kill(signal.SIGKILL)
+
             on_start(cancel)
         probe = w.unit.probe if stats else None
-        before = probe.snapshot() if probe is not None else None
+        before = None
+        if probe is not None:
+            before = probe.snapshot_with_pids() if self._tasks_limited else probe.snapshot()
         t0 = time.monotonic()
         try:
             try:
@@ -581,7 +608,8 @@ class Sandbox:
                 elif kind == Kind.LOG:
                     _emit_log(reply[0])
                 elif kind in (Kind.RESULT, Kind.ERROR):
-                    w.sock.settimeout(None)
+                    if deadline is not None:
+                        w.sock.settimeout(None)
                     healthy = True
                     w.calls += 1
                     self._record(probe, before, t0)
@@ -611,8 +639,9 @@ class Sandbox:
                 self._recycle(w.unit)
             self._release(w, healthy)
 
-    @staticmethod
-    def _tasks_hit(probe: CgroupProbe, before: Any) -> bool:
+    def _tasks_hit(self, probe: CgroupProbe, before: Any) -> bool:
+        if not self._tasks_limited:
+            return False  # only an explicit TasksMax= is watched (a file read per call)
         try:
             return bool(probe.pids_limit_hits() > before.pids_hits)
         except Exception:  # noqa: BLE001
@@ -664,7 +693,7 @@ class Sandbox:
                 w.exited.wait(KILL_GRACE)
         w.close()
 
-    def _died(self, w: _Worker, cancelled: threading.Event) -> BaseException:
+    def _died(self, w: _Worker, cancelled: _Flag) -> BaseException:
         """The error for a call whose worker vanished."""
         unit = w.unit
         w.exited.wait(2.0)

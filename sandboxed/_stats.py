@@ -210,7 +210,13 @@ class CgroupProbe:
         return None
 
     def snapshot(self) -> _Snapshot:
-        return _Snapshot(self.cpu_ns(), self.io_bytes(), self._reset_peak(), self.pids_limit_hits())
+        return _Snapshot(self.cpu_ns(), self.io_bytes(), self._reset_peak(), 0)
+
+    def snapshot_with_pids(self) -> _Snapshot:
+        """:meth:`snapshot`, plus the count of forks refused by TasksMax= so far."""
+        snap = self.snapshot()
+        snap.pids_hits = self.pids_limit_hits()
+        return snap
 
     def delta(self, before: _Snapshot, wall: float) -> CallStats:
         cpu = self.cpu_ns()
