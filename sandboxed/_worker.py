@@ -19,7 +19,6 @@ imports small, the sandbox's start-up time depends on them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
@@ -29,6 +28,21 @@ import threading
 
 from sandboxed import _codec
 from sandboxed._framing import Kind, recv_frame, recv_frame_with_fds, send_frame
+
+
+class _suppress:
+    """contextlib.suppress without importing contextlib (functools, collections...)
+    into the unit's start-up."""
+
+    def __init__(self, *kinds: type[BaseException]) -> None:
+        self.kinds = kinds
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, value: object, tb: object) -> bool:
+        return kind is not None and issubclass(kind, self.kinds)  # type: ignore[arg-type]
+
 
 TYPE_CHECKING = False  # typing stays out of the unit's start-up
 if TYPE_CHECKING:
@@ -105,7 +119,7 @@ def supervise(ctl: socket.socket) -> None:
                 wid, sig = decoded
                 for pid, w in children.items():
                     if w == wid:
-                        with contextlib.suppress(ProcessLookupError):
+                        with _suppress(ProcessLookupError):
                             os.kill(pid, int(sig))
             else:
                 for fd in fds:
@@ -122,13 +136,13 @@ def _reap(ctl: socket.socket, children: dict[int, int]) -> None:
             return
         wid = children.pop(pid, None)
         if wid is not None:
-            with contextlib.suppress(OSError):
+            with _suppress(OSError):
                 send_frame(ctl, Kind.EXITED, [_codec.encode((wid, pid, status))])
 
 
 def _terminate(children: dict[int, int]) -> None:
     for pid in list(children):
-        with contextlib.suppress(ProcessLookupError):
+        with _suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     os._exit(0)
 
@@ -182,7 +196,7 @@ class _Output:
     def flush_locked(self) -> None:
         """With the send lock held: forward everything printed so far."""
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
+            with _suppress(OSError, ValueError):
                 stream.flush()
         # One poll rather than a failing read per pipe: usually nothing was printed.
         ready = [fd for fd, _ in self.poller.poll(0)]
@@ -393,11 +407,11 @@ def site(setup: str) -> None:
     flags, *lines = bytes.fromhex(setup).decode().split("\0")
     for line in lines:
         # What site.addpackage does with a .pth file's import lines, failures ignored too.
-        with contextlib.suppress(Exception):
+        with _suppress(Exception):
             exec(line)
     for flag, name in (("s", "sitecustomize"), ("u", "usercustomize")):
         if flag in flags:
-            with contextlib.suppress(ImportError):
+            with _suppress(ImportError):
                 __import__(name)
     builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
     builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
