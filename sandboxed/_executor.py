@@ -236,7 +236,7 @@ class TransientUnitPoolExecutor(Executor):
 
     def _run_one(self, fut: SandboxFuture, fn: Any, args: Any, kwargs: Any) -> None:
         try:
-            result = self._sandbox.call(fn, args, kwargs)
+            result = self._sandbox.call(fn, args, kwargs, stats=self.options.accounting)
         except BaseException as e:  # noqa: BLE001
             fut.stats = thread_last_stats()
             fut.set_exception(e)
@@ -278,7 +278,11 @@ class TransientUnitPoolExecutor(Executor):
 
         try:
             outcomes = self._sandbox.call(
-                _batch.run_batch, (calls, safe), {}, on_partial=on_partial
+                _batch.run_batch,
+                (calls, safe),
+                {},
+                on_partial=on_partial,
+                stats=self.options.accounting,
             )
         except SerializationError:
             # A task's function or arguments do not pickle (nothing ran): let each task

@@ -140,7 +140,13 @@ def _call(
     sb = _registry_get(owner._self_options)
     target = _target(owner, wrapped, instance)
     try:
-        return sb.call(target, args, kwargs, timeout=owner._self_options.timeout)
+        return sb.call(
+            target,
+            args,
+            kwargs,
+            timeout=owner._self_options.timeout,
+            stats=owner._self_options.accounting,
+        )
     finally:
         _record(owner, thread_last_stats())
 
@@ -173,7 +179,12 @@ async def _call_async(
     def run() -> Any:
         try:
             return sb.call(
-                target, args, kwargs, timeout=owner._self_options.timeout, on_start=on_start
+                target,
+                args,
+                kwargs,
+                timeout=owner._self_options.timeout,
+                on_start=on_start,
+                stats=owner._self_options.accounting,
             )
         finally:
             # Stats are per thread: take them in the thread that made the call.

@@ -461,3 +461,16 @@ def test_a_worker_killed_from_outside_fails_its_call_naming_sigkill_and_the_next
     assert outcome[0].signal == "SIGKILL"
     assert "SIGKILL" in str(outcome[0])
     assert wait(0) == "woke"
+
+
+def test_accounting_can_be_turned_off_for_hot_functions() -> None:
+    hot = sandbox(User="nobody", Environment="PURPOSE=hot", accounting=False)(_identity)
+    assert hot(3) == 3
+    assert hot.last_stats is None
+    counted = sandbox(User="nobody", Environment="PURPOSE=hot")(_identity)
+    assert counted(4) == 4
+    assert counted.last_stats is not None
+    # Same unit: accounting is per call, not part of the sandbox's key.
+    assert hot.sandbox is counted.sandbox
+    with pytest.raises(sandboxed.ConfigurationError, match="accounting"):
+        sandbox(accounting="no")
