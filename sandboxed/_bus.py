@@ -26,6 +26,7 @@ from jeepney.auth import BEGIN, Authenticator
 from jeepney.low_level import Parser
 
 from sandboxed._errors import DirectiveRejectedError, ManagerError, UnitFailedError
+from sandboxed._framing import fds_from_ancillary
 
 SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -147,13 +148,7 @@ class Connection:
                 )
                 if not data:
                     break
-                fds: list[int] = []
-                for level, kind, payload in ancdata:
-                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                        arr = array.array("i")
-                        arr.frombytes(payload[: len(payload) - (len(payload) % arr.itemsize)])
-                        fds.extend(arr)
-                parser.add_data(data, fds)
+                parser.add_data(data, fds_from_ancillary(ancdata))
                 while (msg := parser.get_next_message()) is not None:
                     self._dispatch(msg)
         except OSError:
@@ -239,7 +234,12 @@ class ManagerClient:
     def __init__(self, address: str) -> None:
         self.address = address
         self._conn = Connection(address)
+        # Jobs awaited by a caller, and JobRemoved results that arrived while a call
+        # that creates a job was still waiting for its reply (the signal can beat the
+        # reply). Kept only while such calls are in flight, so they cannot pile up.
         self._jobs: dict[str, Future[str]] = {}
+        self._early: dict[str, str] = {}
+        self._inflight = 0
         self._jobs_lock = threading.Lock()
         self._conn.add_listener(self._on_signal)
         if not self._conn.peer_to_peer:
@@ -286,29 +286,48 @@ class ManagerClient:
         if msg is None:
             with self._jobs_lock:
                 jobs, self._jobs = self._jobs, {}
-            for fut in jobs.values():
-                if not fut.done():
-                    fut.set_exception(ConnectionLost(f"connection to {self.address} lost"))
+            for waiting in jobs.values():
+                if not waiting.done():
+                    waiting.set_exception(ConnectionLost(f"connection to {self.address} lost"))
             return
         if msg.header.fields.get(HeaderFields.member) != "JobRemoved":
             return
         _id, job_path, _unit, result = msg.body
         with self._jobs_lock:
-            fut = self._jobs.setdefault(str(job_path), Future())
-        if not fut.done():
+            fut = self._jobs.get(str(job_path))
+            if fut is None and self._inflight:
+                self._early[str(job_path)] = str(result)
+        if fut is not None and not fut.done():
             fut.set_result(str(result))
 
-    def _expect_job(self, job_path: str) -> Future[str]:
+    def _job_call(self, msg: Message, timeout: float, wait: bool) -> str:
+        """Send a call that queues a job and return the job's result (``"queued"``
+        without ``wait``); :class:`DBusError` from the call itself propagates."""
         with self._jobs_lock:
-            return self._jobs.setdefault(job_path, Future())
-
-    def _wait_job(self, job_path: str, timeout: float) -> str:
-        fut = self._expect_job(job_path)
+            self._inflight += 1
+        fut: Future[str] | None = None
+        try:
+            (job_path,) = self._conn.call(msg, timeout=timeout).body
+            path = str(job_path)
+            if wait:
+                fut = Future()
+                with self._jobs_lock:
+                    if path in self._early:
+                        fut.set_result(self._early.pop(path))
+                    else:
+                        self._jobs[path] = fut
+        finally:
+            with self._jobs_lock:
+                self._inflight -= 1
+                if not self._inflight:
+                    self._early.clear()
+        if fut is None:
+            return "queued"
         try:
             return fut.result(timeout)
         finally:
             with self._jobs_lock:
-                self._jobs.pop(job_path, None)
+                self._jobs.pop(path, None)
 
     # -- API ---------------------------------------------------------------------------
 
@@ -369,32 +388,11 @@ class ManagerClient:
         msg = new_method_call(
             _MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))", (name, mode, props, aux_units)
         )
-        # Register interest before the call: JobRemoved can arrive before the reply
-        # is processed, and a lost signal would hang us forever.
-        holder: list[str] = []
-        early: dict[str, str] = {}
-
-        def catch(msg: Message | None) -> None:
-            if msg is not None and msg.header.fields.get(HeaderFields.member) == "JobRemoved":
-                early[str(msg.body[1])] = str(msg.body[3])
-
-        self._conn.add_listener(catch)
         try:
-            try:
-                reply = self._conn.call(msg, timeout=timeout)
-            except DBusError as e:
-                raise self.rejection(e, properties) from e
-            (job_path,) = reply.body
-            holder.append(str(job_path))
-            if not wait:
-                return "queued"
-            fut = self._expect_job(str(job_path))
-            if str(job_path) in early and not fut.done():
-                fut.set_result(early[str(job_path)])
-        finally:
-            self._conn.remove_listener(catch)
-        result = self._wait_job(holder[0], timeout)
-        if result != "done":
+            result = self._job_call(msg, timeout, wait)
+        except DBusError as e:
+            raise self.rejection(e, properties) from e
+        if result not in ("done", "queued"):
             raise UnitFailedError(name, result)
         return result
 
@@ -456,20 +454,13 @@ class ManagerClient:
         self, name: str, mode: str = "replace", wait: bool = True, timeout: float = 60.0
     ) -> str:
         """Stop a unit; returns the job result, or ``"gone"`` if it was not loaded."""
+        msg = new_method_call(_MANAGER, "StopUnit", "ss", (name, mode))
         try:
-            (job_path,) = self.manager_call("StopUnit", "ss", name, mode)
+            return self._job_call(msg, timeout, wait)
         except DBusError as e:
-            if e.name in ("org.freedesktop.systemd1.NoSuchUnit",):
+            if e.name == "org.freedesktop.systemd1.NoSuchUnit":
                 return "gone"
             raise
-        if not wait:
-            return "queued"
-        fut = self._expect_job(str(job_path))
-        try:
-            return fut.result(timeout)
-        finally:
-            with self._jobs_lock:
-                self._jobs.pop(str(job_path), None)
 
     def kill_unit(self, name: str, signal: int, who: str = "all") -> None:
         try:
@@ -517,12 +508,4 @@ def is_socket_alive(path: str, timeout: float = 1.0) -> bool:
         return False
     finally:
         s.close()
-    return True
-
-
-def fd_is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
     return True

@@ -165,38 +165,46 @@ def recv_frame(
 ) -> tuple[Kind, int, list[bytearray]]:
     """Read one frame: (kind, flags, parts). Raises EOFError when the peer closed the channel."""
     kind, flags, nparts, total = decode_header(_recv_header(sock), limit)
+    return kind, flags, _recv_parts(sock, nparts, total)
+
+
+def _recv_parts(sock: socket.socket, nparts: int, total: int) -> list[bytearray]:
+    """The length table and parts that follow a decoded header."""
     if total <= SMALL_FRAME:
         # Two reads per frame whatever its number of parts (a warm call is a few hundred
         # bytes): the copies of small parts cost less than a read each.
-        return kind, flags, _split(_recv_exact(sock, LENGTH.size * nparts + total), nparts, total)
+        return _split(_recv_exact(sock, LENGTH.size * nparts + total), nparts, total)
     table = _recv_exact(sock, LENGTH.size * nparts) if nparts else b""
     lengths = [LENGTH.unpack_from(table, i * LENGTH.size)[0] for i in range(nparts)]
     if sum(lengths) != total:
         raise ProtocolError("frame part lengths do not add up to its declared size")
-    return kind, flags, [_recv_exact(sock, n) if n else bytearray() for n in lengths]
+    return [_recv_exact(sock, n) if n else bytearray() for n in lengths]
+
+
+def fds_from_ancillary(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The file descriptors of the SCM_RIGHTS messages in ``recvmsg``'s ancillary data."""
+    import array
+
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(payload[: len(payload) - len(payload) % arr.itemsize])
+            fds.extend(arr)
+    return fds
 
 
 def recv_frame_with_fds(
     sock: socket.socket, limit: int = DEFAULT_LIMIT
 ) -> tuple[Kind, list[bytearray], list[int]]:
     """Like :func:`recv_frame`, also collecting file descriptors passed with the header."""
-    import array
-
     fds: list[int] = []
     head = bytearray()
     while len(head) < HEADER.size:
         data, anc, _flags, _addr = sock.recvmsg(HEADER.size - len(head), socket.CMSG_SPACE(16 * 4))
         if not data:
             raise EOFError("the peer closed the channel")
-        for level, typ, payload in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                arr = array.array("i")
-                arr.frombytes(payload[: len(payload) - len(payload) % arr.itemsize])
-                fds.extend(arr)
+        fds.extend(fds_from_ancillary(anc))
         head += data
     kind, _flags, nparts, total = decode_header(bytes(head), limit)
-    table = _recv_exact(sock, LENGTH.size * nparts) if nparts else b""
-    lengths = [LENGTH.unpack_from(table, i * LENGTH.size)[0] for i in range(nparts)]
-    if sum(lengths) != total:
-        raise ProtocolError("frame part lengths do not add up to its declared size")
-    return kind, [_recv_exact(sock, n) if n else bytearray() for n in lengths], fds
+    return kind, _recv_parts(sock, nparts, total), fds
