@@ -153,17 +153,26 @@ def _pid1(cfg: dict[str, object]) -> None:
     )
 
 
-def _remove_cgroups(paths: list[str]) -> None:
-    deadline = time.monotonic() + 10
-    for top in paths:
-        while os.path.isdir(top):
-            dirs = [d for d, _sub, _files in os.walk(top, topdown=False)]
-            for d in dirs:
+def remove_cgroup_dirs(dirs: list[str], timeout: float = 10.0) -> list[str]:
+    """rmdir every cgroup below and including ``dirs``; return the ones that remain.
+
+    Shared with :mod:`sandboxed.embedded` (this module must stay free of imports
+    beyond the standard library: it runs before the manager exists).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for top in dirs:
+            if not os.path.isdir(top):
+                continue
+            for d, _sub, _files in os.walk(top, topdown=False):
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
-            if not os.path.isdir(top) or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+            if os.path.isdir(top):
+                left.append(top)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
 
 
 def _pump(master: int, log: str, console: str) -> None:
@@ -243,7 +252,7 @@ def main() -> None:
         except InterruptedError:
             continue
     _log(f"manager exited with status {status:#x}")
-    _remove_cgroups(list(cfg["cgroup_dirs"]))
+    remove_cgroup_dirs(list(cfg["cgroup_dirs"]))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(str(cfg["pid_file"]))
 

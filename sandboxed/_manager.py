@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 import attrs
 
@@ -143,9 +142,3 @@ def forget() -> None:
     """Forget the cached location (after a fork, or when the manager went away)."""
     global _location
     _location = None
-
-
-def socket_path(location: ManagerLocation) -> Path:
-    from sandboxed._bus import parse_address
-
-    return Path(parse_address(location.address))

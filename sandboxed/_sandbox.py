@@ -31,12 +31,12 @@ from sandboxed._errors import (
     ResourceLimitError,
     SandboxMemoryError,
     SandboxTimeoutError,
-    SerializationError,
     UnitFailedError,
     WorkerDiedError,
 )
 from sandboxed._framing import DEFAULT_LIMIT, Kind, ProtocolError, recv_frame, send_frame
 from sandboxed._stats import CallStats, CgroupProbe
+from sandboxed._unitprops import check_module, directive_value, unit_plan
 
 WORKER_MODULES = ("_worker", "_framing", "_codec", "_serial", "_batch", "_context", "_errors")
 _bytecode_checked = False
@@ -140,12 +140,6 @@ class _Flag:
 
     def is_set(self) -> bool:
         return self.value
-
-
-def _directive_value(options: Any, name: str) -> Any:
-    get = getattr(options, "get", None)
-    d = get(name) if get is not None else None
-    return None if d is None else getattr(d, "value", d)
 
 
 def _fields(data: bytearray, n: int) -> tuple[Any, ...]:
@@ -385,15 +379,13 @@ class Sandbox:
         self.notes: tuple[str, ...] = ()
         self.unreachable: tuple[Exception, ...] = ()
         self._reachable_modules: set[str | None] = set()
-        self._tasks_limited = _directive_value(options, "TasksMax") is not None
+        self._tasks_limited = directive_value(options, "TasksMax") is not None
         self.last_stats: CallStats | None = None
 
     # -- unit properties ---------------------------------------------------------------
 
     def base_properties(self) -> list[tuple[str, str, object]]:
         if self._props_cache is None:
-            from sandboxed._unitprops import unit_plan
-
             self._props_cache, self.notes, self.unreachable = unit_plan(self.options)
         return self._props_cache
 
@@ -403,8 +395,6 @@ class Sandbox:
         if module in self._reachable_modules:
             return  # the hot path: checked on an earlier call
         self.base_properties()
-        from sandboxed._unitprops import check_module
-
         check_module(fn, self.options)
         if not self.unreachable or module is None or module == "__main__":
             self._reachable_modules.add(module)
@@ -625,8 +615,6 @@ class Sandbox:
                 healthy = False
                 raise limit_error from e
             raise
-        else:  # pragma: no cover - the loop only exits by return or raise
-            raise AssertionError("unreachable")
         finally:
             if (
                 healthy
@@ -656,14 +644,9 @@ class Sandbox:
         if not self._tasks_hit(probe, before):
             return None
         self._recycle(w.unit)
-        limit = None
-        get = getattr(self.options, "get", None)
-        d = get("TasksMax") if get is not None else None
-        if d is not None:
-            limit = d.value
         return ResourceLimitError(
             "TasksMax",
-            limit,
+            directive_value(self.options, "TasksMax"),
             f"the call tried to create more tasks than the unit allows ({err.__class__.__name__}: "
             f"{err}); the unit was stopped with everything it forked and the next call gets a "
             "fresh one",
@@ -749,15 +732,10 @@ def thread_last_stats() -> CallStats | None:
 
 
 def _memory_limit(options: Any) -> int | None:
-    get = getattr(options, "get", None)
-    if get is None:
-        return None
     for name in ("MemoryMax", "MemoryLimit"):
-        d = get(name)
-        if d is not None:
-            v = getattr(d, "value", d)
-            if isinstance(v, int):
-                return v
+        value = directive_value(options, name)
+        if isinstance(value, int):
+            return value
     return None
 
 
@@ -800,10 +778,3 @@ def _emit_log(data: bytearray) -> None:
     logger = logging.getLogger(str(fields.get("name", "root")))
     if logger.isEnabledFor(record.levelno):
         logger.handle(record)
-
-
-def _serial_probe() -> Any:  # pragma: no cover - kept for symmetry in tests
-    return _serial
-
-
-__all__ = ["Sandbox", "SerializationError", "describe_status"]

@@ -80,11 +80,10 @@ class CgroupProbe:
         if self._dirs is None:
             from sandboxed._sandbox import _manager_client
 
+            client = _manager_client()
             cg = str(
-                _manager_client().get_property(
-                    _manager_client().unit_path(self.unit),
-                    "org.freedesktop.systemd1.Service",
-                    "ControlGroup",
+                client.get_property(
+                    client.unit_path(self.unit), "org.freedesktop.systemd1.Service", "ControlGroup"
                 )
             )
             dirs = {}

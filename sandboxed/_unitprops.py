@@ -11,20 +11,9 @@ from sandboxed._reach import Identity, check_module_file, needed_paths, plan
 
 Property = tuple[str, str, object]
 
-# Directives sandboxed sets itself; a user value for them would break the channel.
-RESERVED = {
-    "ExecStart",
-    "StandardInput",
-    "StandardOutput",
-    "StandardError",
-    "StandardInputFileDescriptor",
-    "StandardOutputFileDescriptor",
-    "StandardErrorFileDescriptor",
-    "Type",
-}
 
-
-def _value(options: Any, name: str) -> Any:
+def directive_value(options: Any, name: str) -> Any:
+    """The normalised value of directive ``name`` in ``options``, or None if unset."""
     d = options.get(name)
     return None if d is None else getattr(d, "value", d)
 
@@ -47,11 +36,11 @@ def _bool(value: Any) -> bool:
 
 
 def _identity(options: Any) -> Identity:
-    user = _value(options, "User")
+    user = directive_value(options, "User")
     return Identity.of(
         str(user) if user is not None else None,
-        dynamic=_bool(_value(options, "DynamicUser")),
-        private_users=_bool(_value(options, "PrivateUsers")),
+        dynamic=_bool(directive_value(options, "DynamicUser")),
+        private_users=_bool(directive_value(options, "PrivateUsers")),
     )
 
 
@@ -88,7 +77,9 @@ def check_module(fn: Any, options: Any) -> None:
 def _private_tmp(options: Any) -> list[str]:
     """/tmp and /var/tmp when the unit gets private ones (PrivateTmp=, or DynamicUser=,
     which implies it): code that lives there is hidden unless bound in."""
-    if _bool(_value(options, "PrivateTmp")) or _bool(_value(options, "DynamicUser")):
+    if _bool(directive_value(options, "PrivateTmp")) or _bool(
+        directive_value(options, "DynamicUser")
+    ):
         return ["/tmp", "/var/tmp"]
     return []
 
@@ -98,7 +89,7 @@ def reach_directives(
 ) -> tuple[list[Directive], Directive | None, tuple[str, ...], tuple[Exception, ...]]:
     """Extra directives that make the interpreter and code reachable (see :mod:`_reach`)."""
     who = _identity(options)
-    protect_home = _value(options, "ProtectHome")
+    protect_home = directive_value(options, "ProtectHome")
     if isinstance(protect_home, bool):
         protect_home = "yes" if protect_home else "no"
     required, optional = needed_paths()
@@ -106,8 +97,11 @@ def reach_directives(
         required,
         who,
         str(protect_home) if protect_home is not None else None,
-        inaccessible=_strings(_value(options, "InaccessiblePaths")),
-        temporary=[*_strings(_value(options, "TemporaryFileSystem")), *_private_tmp(options)],
+        inaccessible=_strings(directive_value(options, "InaccessiblePaths")),
+        temporary=[
+            *_strings(directive_value(options, "TemporaryFileSystem")),
+            *_private_tmp(options),
+        ],
         optional=optional,
     )
     extra = []

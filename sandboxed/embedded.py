@@ -35,6 +35,7 @@ from pathlib import Path
 
 import attrs
 
+from sandboxed._boot import remove_cgroup_dirs
 from sandboxed._errors import EmbeddedManagerError
 
 DEFAULT_DIR = "/run/sandboxed/embedded"
@@ -101,17 +102,6 @@ class EmbeddedManager:
             f"--pid=/proc/{self.pid}/ns/pid",
             "--",
         ]
-
-    def cgroup_root(self, hierarchy: str = "unified") -> str | None:
-        """Host path of the manager's root cgroup in ``hierarchy`` ("unified", "memory"...)."""
-        for d in self.cgroup_dirs:
-            rel = d[len("/sys/fs/cgroup/") :]
-            name = rel.split("/", 1)[0]
-            if self.layout == "unified":
-                return d
-            if name == hierarchy:
-                return d
-        return None
 
 
 # -- cgroup layout ---------------------------------------------------------------------------
@@ -358,7 +348,7 @@ def _cleanup_stale(directory: Path, st: dict[str, object] | None) -> None:
                     os.kill(pid, signal.SIGKILL)
         dirs = [str(d) for d in st.get("cgroup_dirs", [])]  # type: ignore[attr-defined]
         _kill_cgroups(dirs)
-        _remove_cgroup_dirs(dirs)
+        remove_cgroup_dirs(dirs)
     (directory / "state.json").unlink(missing_ok=True)
     (directory / "pid").unlink(missing_ok=True)
     _clear_run_dir(directory / "run")
@@ -378,24 +368,6 @@ def _kill_cgroups(dirs: list[str]) -> None:
                             os.kill(int(pid), signal.SIGKILL)
         if not found:
             return
-        time.sleep(0.05)
-
-
-def _remove_cgroup_dirs(dirs: list[str], timeout: float = 10.0) -> list[str]:
-    """rmdir every cgroup below and including ``dirs``; return the ones that remain."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = []
-        for top in dirs:
-            if not os.path.isdir(top):
-                continue
-            for d, _sub, _files in os.walk(top, topdown=False):
-                with contextlib.suppress(OSError):
-                    os.rmdir(d)
-            if os.path.isdir(top):
-                left.append(top)
-        if not left or time.monotonic() > deadline:
-            return left
         time.sleep(0.05)
 
 
@@ -537,7 +509,7 @@ def _abort(keeper: subprocess.Popen[bytes], cgroup_dirs: list[str]) -> None:
     except subprocess.TimeoutExpired:
         keeper.kill()
         keeper.wait(5)
-    _remove_cgroup_dirs(cgroup_dirs)
+    remove_cgroup_dirs(cgroup_dirs)
 
 
 def _wait_ready(m: EmbeddedManager, keeper: subprocess.Popen[bytes], deadline: float) -> None:
@@ -596,7 +568,7 @@ def stop(directory: Path | None = None, timeout: float = STOP_TIMEOUT) -> bool:
         while _pid_alive(m.keeper_pid) and time.monotonic() < keeper_deadline:
             time.sleep(0.02)
         _cleanup_stale(directory, st)
-        left = _remove_cgroup_dirs(list(m.cgroup_dirs), timeout=2)
+        left = remove_cgroup_dirs(list(m.cgroup_dirs), timeout=2)
         if left:
             raise EmbeddedManagerError(f"cgroups left behind after stop: {', '.join(left)}")
         return was_running
