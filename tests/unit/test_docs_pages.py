@@ -1,4 +1,4 @@
-"""Every internal link of the README, the changelog and docs/ leads somewhere.
+"""The pages of the README, the changelog and docs/: links lead somewhere, code fits the page.
 
 A link to a file checks that the file exists (relative to the linking
 document, as GitHub and mkdocs resolve it); a link with ``#anchor`` checks
@@ -9,6 +9,7 @@ explicit ``{#id}``). Links inside code are not links.
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -107,3 +108,35 @@ def test_slugs_match_python_markdown() -> None:
         "hosts-whose-pid-1-is-not-systemd-containers-ci"
     )
     assert slug("`ReadOnly` and `/tmp`") == "readonly-and-tmp"
+
+
+# Code the reader types or copies fits the page's content column (about 82
+# characters of code at 1280 pixels, with both sidebars): it never scrolls
+# sideways. Program output (``text`` blocks) may be wider, as on a terminal.
+CODE_WIDTH = 79
+TYPED = {"python", "py", "pycon", "console", "sh", "bash", "shell", "toml", "yaml", "ini"}
+
+
+def wide_code_lines(path: Path) -> list[str]:
+    out = []
+    text = path.read_text()
+    for m in re.finditer(r"^(```|~~~)(\w*)[^\n]*\n(.*?)^\1", text, re.M | re.S):
+        if m.group(2) not in TYPED:
+            continue
+        first = text[: m.start()].count("\n") + 2
+        for i, line in enumerate(m.group(3).splitlines()):
+            if len(line) > CODE_WIDTH:
+                out.append(f"{path.relative_to(ROOT)}:{first + i}: {len(line)} characters")
+    return out
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_code_blocks_do_not_scroll_sideways(doc: Path) -> None:
+    assert not wide_code_lines(doc)
+
+
+def test_a_wide_code_line_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    doc = tmp_path / "a.md"
+    doc.write_text("```python\n" + "x" * 80 + "\n```\n\n```text\n" + "y" * 200 + "\n```\n")
+    assert wide_code_lines(doc) == ["a.md:2: 80 characters"]
