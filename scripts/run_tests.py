@@ -28,18 +28,52 @@ def stage(name: str, argv: list[str]) -> bool:
     return rc == 0
 
 
+def become_subreaper() -> None:
+    """Adopt every orphan of the test run, so that what it leaves behind is ours to see.
+
+    The machine may be shared: other people's managers and workers must not count
+    as this run's leftovers, and ours must not escape the count by being orphaned
+    (an embedded manager's keeper is started in a session of its own).
+    """
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every live process."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] in ("Z", "X"):
+            continue
+        procs[int(entry)] = (int(fields[1]), args.decode(errors="replace"))
+    return procs
+
+
 def leftovers() -> list[str]:
-    """Processes a test run must not leave behind: managers, buses, our workers."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    """Processes a test run must not leave behind: what it started and orphaned
+    (managers, buses), and workers of sandboxed units on a host systemd."""
+    me = os.getpid()
+    host_systemd = Path("/run/systemd/system").is_dir()
+    procs = _processes()
     bad = []
-    for line in out.splitlines()[1:]:
-        args = line.split(None, 1)[1] if len(line.split(None, 1)) > 1 else ""
-        if (
-            "sandboxed._worker" in args
-            or "sandboxed._boot" in args
-            or args.startswith(("/lib/systemd/systemd ", "/usr/bin/dbus-daemon --system"))
-        ):
-            bad.append(line.strip())
+    for pid, (ppid, args) in sorted(procs.items()):
+        ours = ppid == me
+        # Units of a host's systemd are its children, not ours: find them by name.
+        host_worker = host_systemd and ("sandboxed._worker" in args or "sandboxed.worker" in args)
+        if ours or host_worker:
+            bad.append(f"{pid} {args}")
     return bad
 
 
@@ -96,6 +130,7 @@ def main() -> int:
             )
         for name, argv in gates:
             ok = stage(name, argv) and ok
+    become_subreaper()
     before = set(leftovers())
     tests_ok = stage(
         "pytest", [PY, "-m", "pytest", "-p", "no:cacheprovider", *(extra or ["tests"])]
