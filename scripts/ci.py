@@ -10,8 +10,9 @@ from inside a booted namespace), add a row: a name, a line saying what it
 checks, and the command. The quality gates run once, in the ``host`` pass
 (``./dev test`` without arguments); the other passes run only the tests.
 
-Passes run ``--jobs`` at a time (default 2: most of the suite's time is spent
-waiting on units, not on the CPU), each with its own embedded manager
+Passes run ``--jobs`` at a time (default 1: the three fit in the time budget
+one after another, and the suite's CPU-quota checks measure shares of a CPU
+that a second pass would compete for), each with its own embedded manager
 (``SANDBOXED_EMBEDDED_DIR`` gets the pass's name appended) and its own log in
 ``.ci/logs/NAME.log``. The job fails if any pass fails; a summary with each
 pass's wall time ends the output.
@@ -97,7 +98,7 @@ def tail(path: Path, lines: int = 60) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(prog=".ci/run", description=__doc__.split("\n\n")[0])
     ap.add_argument("passes", nargs="*", help="names of the passes to run (default: all)")
-    ap.add_argument("--jobs", type=int, default=int(os.environ.get("CI_JOBS", "2")))
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("CI_JOBS", "1")))
     ap.add_argument("--list", action="store_true", help="list the passes and exit")
     args = ap.parse_args()
     by_name = {p.name: p for p in PASSES}
