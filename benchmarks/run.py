@@ -57,9 +57,12 @@ from _bench import (  # noqa: E402
 )
 
 import sandboxed  # noqa: E402
-from sandboxed import NoNetwork, ReadOnly, TransientUnitPoolExecutor, _manager, _registry  # noqa: E402  # noqa: E402
-from sandboxed._stats import CgroupProbe  # noqa: E402
-from sandboxed._unitprops import merged_directives  # noqa: E402
+from sandboxed import NoNetwork, ReadOnly, TransientUnitPoolExecutor  # noqa: E402
+from sandboxed.runtime import registry  # noqa: E402
+from sandboxed.runtime.client import manager_client  # noqa: E402
+from sandboxed.runtime.plan import merged_directives  # noqa: E402
+from sandboxed.systemd import locate  # noqa: E402
+from sandboxed.systemd.cgroups import CgroupProbe  # noqa: E402
 
 MiB = 1 << 20
 # The option set of the cold-start comparison: what a typical user asks for.
@@ -88,7 +91,7 @@ class Suite:
         self.figures: list[Figure] = []
         self.targets: list[Target] = []
         self.notes: list[str] = []
-        self.location = _manager.current()
+        self.location = locate.current()
         self.prefix = list(self.location.tool_prefix)
         self.round_id = 0
         self.pystemd_missing: str | None = None
@@ -507,7 +510,7 @@ class Suite:
         probe = (
             unit.probe
             if unit is not None and unit.probe is not None
-            else CgroupProbe(sb.unit_name, self.location)
+            else CgroupProbe(sb.unit_name, self.location, manager_client)
         )
         dirs = probe.dirs()
         pids: list[int] = []
@@ -644,7 +647,7 @@ class Suite:
         rates: list[float] = []
         for _ in range(rounds):
             sbs = [
-                _registry.get(sandboxed.OptionSet.build(NoNetwork, env=self.unique_env()))
+                registry.get(sandboxed.OptionSet.build(NoNetwork, env=self.unique_env()))
                 for _ in range(n)
             ]
             for sb in sbs:
@@ -682,7 +685,7 @@ class Suite:
             cgroup += usage or 0
         for fn in fns:
             fn.sandbox.shutdown(wait=False)
-        _registry.shutdown()
+        registry.shutdown()
         self.fig(
             "scale",
             f"{n} option sets live at once",
@@ -746,7 +749,7 @@ class Suite:
                     error=f"{type(exc).__name__}: {exc}",
                 )
             print(f"   {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
-        _registry.shutdown()
+        registry.shutdown()
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

@@ -33,25 +33,21 @@ from sandboxed._errors import (
 )
 
 if TYPE_CHECKING:
-    from sandboxed._decorator import (
-        last_call_stats,
-        sandboxed,
-    )
-    from sandboxed._directives import (
-        Directive,
-        RawProperty,
-    )
-    from sandboxed._executor import (
+    from sandboxed.api.decorator import sandboxed
+    from sandboxed.api.executor import (
         SandboxFuture,
         TransientUnitPoolExecutor,
     )
-    from sandboxed._manager import (
-        configure,
+    from sandboxed.api.function import SandboxedFunction
+    from sandboxed.api.security import security_report
+    from sandboxed.directives.directive import (
+        Directive,
+        RawProperty,
     )
-    from sandboxed._options import (
+    from sandboxed.directives.options import (
         OptionSet,
     )
-    from sandboxed._presets import (
+    from sandboxed.directives.presets import (
         CPU,
         AsUser,
         Hardened,
@@ -65,46 +61,48 @@ if TYPE_CHECKING:
         Timeout,
         preset_by_name,
     )
-    from sandboxed._registry import (
+    from sandboxed.runtime.registry import (
         shutdown,
     )
-    from sandboxed._security import (
+    from sandboxed.runtime.stats import (
+        CallStats,
+        last_call_stats,
+    )
+    from sandboxed.systemd.locate import (
+        configure,
+    )
+    from sandboxed.systemd.security import (
         SecurityItem,
         SecurityReport,
-        security_report,
     )
-    from sandboxed._stats import (
-        CallStats,
-    )
-    from sandboxed._wrapper import SandboxedFunction
 
 _LAZY = {
-    "AsUser": "sandboxed._presets",
-    "CPU": "sandboxed._presets",
-    "CallStats": "sandboxed._stats",
-    "Directive": "sandboxed._directives",
-    "Hardened": "sandboxed._presets",
-    "Memory": "sandboxed._presets",
-    "NoNetwork": "sandboxed._presets",
-    "OptionSet": "sandboxed._options",
-    "Preset": "sandboxed._presets",
-    "PrivateTmp": "sandboxed._presets",
-    "RawProperty": "sandboxed._directives",
-    "ReadOnly": "sandboxed._presets",
-    "SafeResults": "sandboxed._presets",
-    "SandboxFuture": "sandboxed._executor",
-    "SandboxedFunction": "sandboxed._wrapper",
-    "SecurityItem": "sandboxed._security",
-    "SecurityReport": "sandboxed._security",
-    "Tasks": "sandboxed._presets",
-    "Timeout": "sandboxed._presets",
-    "TransientUnitPoolExecutor": "sandboxed._executor",
-    "configure": "sandboxed._manager",
-    "last_call_stats": "sandboxed._decorator",
-    "preset_by_name": "sandboxed._presets",
-    "sandboxed": "sandboxed._decorator",
-    "security_report": "sandboxed._security",
-    "shutdown": "sandboxed._registry",
+    "AsUser": "sandboxed.directives.presets",
+    "CPU": "sandboxed.directives.presets",
+    "CallStats": "sandboxed.runtime.stats",
+    "Directive": "sandboxed.directives.directive",
+    "Hardened": "sandboxed.directives.presets",
+    "Memory": "sandboxed.directives.presets",
+    "NoNetwork": "sandboxed.directives.presets",
+    "OptionSet": "sandboxed.directives.options",
+    "Preset": "sandboxed.directives.presets",
+    "PrivateTmp": "sandboxed.directives.presets",
+    "RawProperty": "sandboxed.directives.directive",
+    "ReadOnly": "sandboxed.directives.presets",
+    "SafeResults": "sandboxed.directives.presets",
+    "SandboxFuture": "sandboxed.api.executor",
+    "SandboxedFunction": "sandboxed.api.function",
+    "SecurityItem": "sandboxed.systemd.security",
+    "SecurityReport": "sandboxed.systemd.security",
+    "Tasks": "sandboxed.directives.presets",
+    "Timeout": "sandboxed.directives.presets",
+    "TransientUnitPoolExecutor": "sandboxed.api.executor",
+    "configure": "sandboxed.systemd.locate",
+    "last_call_stats": "sandboxed.runtime.stats",
+    "preset_by_name": "sandboxed.directives.presets",
+    "sandboxed": "sandboxed.api.decorator",
+    "security_report": "sandboxed.api.security",
+    "shutdown": "sandboxed.runtime.registry",
 }
 
 __all__ = [

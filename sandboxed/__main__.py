@@ -2,6 +2,6 @@
 
 import sys
 
-from sandboxed._cli import main
+from sandboxed.cli.main import main
 
 sys.exit(main())

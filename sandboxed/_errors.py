@@ -256,3 +256,20 @@ class PayloadTooLargeError(SerializationError, ValueError):
 
 class UnsafeResultError(SandboxError, TypeError):
     """In safe result mode, the sandbox returned something that is not plain data."""
+
+
+class DBusError(ManagerError):
+    """An error reply from the peer. Attributes: ``name`` (D-Bus error name), ``text``."""
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name = name
+        self.text = text
+        super().__init__(f"{name}: {text}")
+
+
+class ConnectionLost(ManagerError):
+    """The connection to the service manager closed while a reply was awaited."""
+
+
+class ProtocolError(ConnectionError):
+    """The peer sent something that is not a frame of this protocol."""

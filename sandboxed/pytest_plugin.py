@@ -49,16 +49,16 @@ class SandboxFixtureError(TypeError):
 
 
 def _options(marker: pytest.Mark) -> Any:
-    from sandboxed._options import OptionSet
+    from sandboxed.directives.options import OptionSet
 
     return OptionSet.build(*marker.args, **marker.kwargs)
 
 
 def _picklable(name: str, value: Any) -> None:
-    from sandboxed import _serial
+    from sandboxed.wire import serial
 
     try:
-        _serial.dumps_call(_noop, (value,), {})
+        serial.dumps_call(_noop, (value,), {})
     except Exception as e:
         raise SandboxFixtureError(
             f"fixture {name!r} ({type(value).__name__}) cannot be passed into the sandbox: {e}; "
@@ -76,8 +76,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if marker is None:
         return None
     __tracebackhide__ = True
-    from sandboxed import _registry
     from sandboxed._errors import ConfigurationError, RemoteError
+    from sandboxed.runtime import registry
 
     fn = pyfuncitem.obj
     if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
@@ -100,11 +100,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     here = os.path.dirname(os.path.realpath(module.__file__))
     if here not in sys.path:
         sys.path.append(here)
-    from sandboxed._cli_run import bind_code_dir
+    from sandboxed.runtime.plan import bind_code_dir
 
     options = bind_code_dir(options, here)
     target = (os.path.realpath(module.__file__), module.__name__, qualname, cls is not None)
-    sandbox = _registry.get(options)
+    sandbox = registry.get(options)
     try:
         sandbox.call(run_test, (target, kwargs), {})
     except RemoteError as e:
@@ -215,9 +215,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from sandboxed import _registry
+    from sandboxed.runtime import registry
 
-    _registry.shutdown()
+    registry.shutdown()
 
 
 def _load(path: str, modname: str) -> types.ModuleType:

@@ -71,7 +71,7 @@ def leftovers() -> list[str]:
     for pid, (ppid, args) in sorted(procs.items()):
         ours = ppid == me
         # Units of a host's systemd are its children, not ours: find them by name.
-        host_worker = host_systemd and ("sandboxed._worker" in args or "sandboxed.worker" in args)
+        host_worker = host_systemd and "sandboxed.worker.main" in args
         if ours or host_worker:
             bad.append(f"{pid} {args}")
     return bad
@@ -112,7 +112,11 @@ def main() -> int:
                 ],
             ),
             ("mypy --strict", [PY, "-m", "mypy", "--strict", "sandboxed"]),
-            ("directive reference is current", [PY, "-m", "sandboxed._docgen", "--check"]),
+            ("layering contracts", [str(Path(PY).parent / "lint-imports")]),
+            (
+                "directive reference is current",
+                [PY, "-m", "sandboxed.directives.docgen", "--check"],
+            ),
         ]
         if (ROOT / "mkdocs.yml").exists() and shutil.which("mkdocs", path=str(Path(PY).parent)):
             gates.append(

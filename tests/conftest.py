@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from sandboxed import _manager, embedded
-from sandboxed._bus import ManagerClient
+from sandboxed.systemd import embedded, locate
+from sandboxed.systemd.bus import ManagerClient
 
 
 class SystemdUnderTest:
@@ -25,7 +25,7 @@ class SystemdUnderTest:
     systemd-run, systemd-analyze) against it; ``env``: environment for them.
     """
 
-    def __init__(self, location: _manager.ManagerLocation, started_here: bool) -> None:
+    def __init__(self, location: locate.ManagerLocation, started_here: bool) -> None:
         self.location = location
         self.address = location.address
         self.started_here = started_here
@@ -54,15 +54,15 @@ class SystemdUnderTest:
 @pytest.fixture(scope="session")
 def systemd() -> Iterator[SystemdUnderTest]:
     started_here = False
-    if not _manager.host_systemd_running() and not os.environ.get(_manager.ENV_ADDRESS):
+    if not locate.host_systemd_running() and not os.environ.get(locate.ENV_ADDRESS):
         started_here = embedded.status() is None
-    location = _manager.current()
+    location = locate.current()
     sut = SystemdUnderTest(location, started_here)
     yield sut
     sut.close()
-    from sandboxed import _registry
+    from sandboxed.runtime import registry
 
-    _registry.shutdown()
+    registry.shutdown()
     if started_here:
         embedded.stop()
 

@@ -70,11 +70,11 @@ def raise_object(marker: str) -> None:
 
 def subvert_worker_then_return(marker: str) -> str:
     """Make the worker send a trusted-mode pickle of the payload, whatever ``safe`` says."""
-    from sandboxed import _serial
+    from sandboxed.wire import serial
 
-    real_result, real_exception = _serial.dumps_result, _serial.dumps_exception
-    _serial.dumps_result = lambda value, safe=False: real_result(Payload(marker), safe=False)
-    _serial.dumps_exception = lambda exc, safe=False: real_exception(PayloadError(marker))
+    real_result, real_exception = serial.dumps_result, serial.dumps_exception
+    serial.dumps_result = lambda value, safe=False: real_result(Payload(marker), safe=False)
+    serial.dumps_exception = lambda exc, safe=False: real_exception(PayloadError(marker))
     return "harmless-looking"
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from escape_kit import in_sandbox
 
-from sandboxed import Hardened, ManagerError
-from sandboxed._cli import main
-from sandboxed._security import SecurityItem, parse_report, security_report
+from sandboxed import Hardened, ManagerError, security_report
+from sandboxed.cli.main import main
+from sandboxed.systemd.security import SecurityItem, parse_report
 
 pytestmark = pytest.mark.systemd
 

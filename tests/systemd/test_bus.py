@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from sandboxed import DirectiveRejectedError, ManagerNotFoundError, UnitFailedError, _manager
-from sandboxed._bus import ManagerClient, unit_object_path
+from sandboxed import DirectiveRejectedError, ManagerNotFoundError, UnitFailedError
+from sandboxed.systemd import locate
+from sandboxed.systemd.bus import ManagerClient, unit_object_path
 
 
 def _unit(prefix: str = "sandboxed-bustest") -> str:
@@ -95,10 +96,10 @@ def test_unit_object_paths_are_escaped_as_systemd_does() -> None:
 def test_the_manager_is_found_explicit_address_first_then_environment(
     monkeypatch: pytest.MonkeyPatch, systemd: object
 ) -> None:
-    assert _manager.locate("unix:path=/some/where").kind == "explicit"
-    assert _manager.locate("/some/socket").address == "unix:path=/some/socket"
-    monkeypatch.setenv(_manager.ENV_ADDRESS, "unix:path=/from/env")
-    found = _manager.locate()
+    assert locate.locate("unix:path=/some/where").kind == "explicit"
+    assert locate.locate("/some/socket").address == "unix:path=/some/socket"
+    monkeypatch.setenv(locate.ENV_ADDRESS, "unix:path=/from/env")
+    found = locate.locate()
     assert (found.kind, found.address) == ("environment", "unix:path=/from/env")
 
 
@@ -106,10 +107,10 @@ def test_the_manager_is_found_explicit_address_first_then_environment(
 def test_with_autostart_turned_off_and_no_manager_the_error_says_how_to_get_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: object
 ) -> None:
-    monkeypatch.delenv(_manager.ENV_ADDRESS, raising=False)
+    monkeypatch.delenv(locate.ENV_ADDRESS, raising=False)
     monkeypatch.setenv("SANDBOXED_EMBEDDED_DIR", str(tmp_path))
-    monkeypatch.setenv(_manager.ENV_EMBEDDED, "0")
+    monkeypatch.setenv(locate.ENV_EMBEDDED, "0")
     with pytest.raises(ManagerNotFoundError) as info:
-        _manager.locate()
+        locate.locate()
     assert "SANDBOXED_EMBEDDED=0" in str(info.value)
     assert "embedded start" in str(info.value)

@@ -99,7 +99,7 @@ def test_run_user_exception_prints_its_traceback_and_exits_1(
     r = cli("run", "tool:broken", cwd=project)
     assert r.returncode == 1
     assert "AssertionError: arithmetic is broken" in r.stderr
-    assert "sandboxed/_cli_run.py" not in r.stderr  # only the user's frames
+    assert "sandboxed/cli/run.py" not in r.stderr  # only the user's frames
 
 
 def test_run_script_runs_as_main_with_its_arguments(systemd: object, project: Path) -> None:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from sandboxed._bus import SERVICE_IFACE, UNIT_IFACE
-from sandboxed._directives import DIRECTIVES, Directive
 from sandboxed._errors import UnitFailedError
+from sandboxed.directives.directive import DIRECTIVES, Directive
+from sandboxed.systemd.bus import SERVICE_IFACE, UNIT_IFACE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from differential_corpus import CORPUS, NOT_OBSERVABLE, NOT_TESTED

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from sandboxed import embedded
-from sandboxed._bus import ManagerClient
 from sandboxed._errors import EmbeddedManagerError
+from sandboxed.systemd import embedded
+from sandboxed.systemd.bus import ManagerClient
 
 pytestmark = pytest.mark.skipif(
     os.path.isdir("/run/systemd/system") or os.geteuid() != 0,
@@ -120,11 +120,11 @@ def test_concurrent_starts_from_two_processes_share_one_manager(state: Path) -> 
     code = textwrap.dedent(
         f"""
         from pathlib import Path
-        from sandboxed import embedded
+        from sandboxed.systemd import embedded
         print(embedded.start(Path({str(state)!r})).pid)
         """
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(embedded.__file__).parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(embedded.__file__).parents[2]))
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
         for _ in range(3)
@@ -200,7 +200,7 @@ def test_not_root_is_refused_before_anything_starts(state: Path, tmp_path: Path)
     for p in [libs, *libs.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     code = _start_code(state)
-    env = dict(os.environ, PYTHONPATH=f"{Path(embedded.__file__).parent.parent}:{libs}")
+    env = dict(os.environ, PYTHONPATH=f"{Path(embedded.__file__).parents[2]}:{libs}")
     r = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
         capture_output=True,
@@ -227,7 +227,7 @@ def test_read_only_cgroup_file_system_is_named_in_the_error(state: Path) -> None
         'mount -o remount,bind,ro "$m"; done; '
         f'exec {sys.executable} -c "{code}"'
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(embedded.__file__).parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(embedded.__file__).parents[2]))
     r = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
         capture_output=True,

@@ -34,7 +34,7 @@ from tasks import (
 )
 
 from sandboxed import TransientUnitPoolExecutor, WorkerDiedError
-from sandboxed._stats import CgroupProbe
+from sandboxed.systemd.cgroups import CgroupProbe
 
 pytestmark = pytest.mark.systemd
 
@@ -220,7 +220,7 @@ def test_the_seed_example_runs_as_written_within_its_cpu_quota(systemd: Any) -> 
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("bootstrap unit sandboxed-"), line
         unit = line.split()[-1]
-        probe = CgroupProbe(unit, systemd.location)
+        probe = CgroupProbe(unit, systemd.location, systemd.client)
         time.sleep(1.5)  # let all three tasks get going
         c0, t0 = cpu_seconds(probe), time.monotonic()
         time.sleep(3.0)

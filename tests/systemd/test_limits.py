@@ -27,7 +27,7 @@ from sandboxed import (
 from sandboxed import (
     sandboxed as sandbox,
 )
-from sandboxed._bus import ManagerClient
+from sandboxed.systemd.bus import ManagerClient
 
 pytestmark = pytest.mark.usefixtures("systemd")
 
@@ -155,7 +155,7 @@ def test_a_fork_bomb_is_contained_reported_and_the_unit_recovers() -> None:
     assert isinstance(info.value.__cause__, OSError | WorkerDiedError | sandboxed.RemoteError)
     # The next call runs in a fresh unit with nothing of the bomb left.
     assert count_tasks() >= 1
-    c = ManagerClient(sandboxed._manager.current().address)
+    c = ManagerClient(sandboxed.systemd.locate.current().address)
     try:
         deadline = time.monotonic() + 10
         names = {u[0] for u in c.list_units()}
@@ -225,7 +225,7 @@ def test_a_unit_stopped_behind_our_back_fails_the_running_call_and_the_next_call
     t = threading.Thread(target=run)
     t.start()
     time.sleep(0.5)
-    c = ManagerClient(sandboxed._manager.current().address)
+    c = ManagerClient(sandboxed.systemd.locate.current().address)
     c.stop_unit(unit)
     c.close()
     t.join(20)
@@ -261,9 +261,9 @@ def test_calls_survive_daemon_reload_and_reexec_and_later_calls_reconnect(system
 
 
 def test_a_dropped_dbus_connection_is_reestablished_for_later_calls() -> None:
-    from sandboxed import _sandbox
+    from sandboxed.runtime import client
 
-    _sandbox._manager_client().close()
+    client.manager_client().close()
     fresh = sandbox(User="nobody", Environment=f"PURPOSE=after-drop-{os.getpid()}")(_identity)
     assert fresh("x") == "x"
 
@@ -301,7 +301,7 @@ def test_a_caller_killed_with_sigkill_mid_call_leaves_no_unit_or_process_within_
     p.kill()
     p.wait()
     t0 = time.monotonic()
-    c = ManagerClient(sandboxed._manager.current().address)
+    c = ManagerClient(sandboxed.systemd.locate.current().address)
     try:
         while time.monotonic() - t0 < 5:
             if unit not in {u[0] for u in c.list_units()}:
@@ -311,7 +311,7 @@ def test_a_caller_killed_with_sigkill_mid_call_leaves_no_unit_or_process_within_
     finally:
         c.close()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert str(p.pid) not in ps or "sandboxed._worker" not in ps
+    assert str(p.pid) not in ps or "sandboxed.worker.main" not in ps
 
 
 # -- accounting ---------------------------------------------------------------------------------

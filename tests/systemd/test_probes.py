@@ -153,7 +153,7 @@ def test_the_worker_is_a_child_of_the_units_main_process_not_of_the_caller() -> 
     assert unit is not None and unit.startswith("sandboxed-")
     assert f"/{unit}" in ident["cgroup"]
     # The unit's main process is the supervisor systemd started from our ExecStart.
-    assert any(b"sandboxed._worker" in arg for arg in ident["parent_cmdline"])
+    assert any(b"sandboxed.worker.main" in arg for arg in ident["parent_cmdline"])
     assert ident["pid"] != os.getpid()
 
 

@@ -53,7 +53,7 @@ def probe(sibling):
 SCRIPT = """
 import json, os, sys
 from sandboxed import UnreachableCodeError, sandboxed
-from sandboxed._sandbox import _manager_client
+from sandboxed.runtime.client import manager_client
 
 opts = json.loads(sys.argv[1])
 module = sys.argv[2]
@@ -62,7 +62,7 @@ fn = sandboxed(**opts)(mod.probe)
 try:
     print(json.dumps({"ok": fn(sys.argv[3])}))
 except UnreachableCodeError as e:
-    units = _manager_client().list_units([f"sandboxed-*-{os.getpid()}-*"])
+    units = manager_client().list_units([f"sandboxed-*-{os.getpid()}-*"])
     print(json.dumps({
         "error": type(e).__name__, "path": e.path, "remedy": e.remedy, "message": str(e),
         "unit_name": fn.sandbox.unit_name, "units": [u[0] for u in units],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandboxed.embedded import EmbeddedManagerError, cgroup_mounts
+from sandboxed._errors import EmbeddedManagerError
+from sandboxed.systemd.cgroups import cgroup_mounts
 
 
 def table(*lines: str) -> list[list[str]]:

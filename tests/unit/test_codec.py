@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandboxed._codec import (
+from sandboxed._errors import UnsafeResultError
+from sandboxed.wire.codec import (
     MAGIC,
     MAX_DEPTH,
     MAX_HASH_COLLISIONS,
@@ -26,7 +27,6 @@ from sandboxed._codec import (
     encode,
     encode_parts,
 )
-from sandboxed._errors import UnsafeResultError
 
 
 def roundtrip(value: object) -> object:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandboxed._directives import DIRECTIVES, Directive, RawProperty, lookup
 from sandboxed._errors import InvalidDirectiveValueError, UnknownDirectiveError
+from sandboxed.directives.directive import DIRECTIVES, Directive, RawProperty, lookup
 
 # (directive, value given, expected bus properties)
 CONVERSIONS: list[tuple[str, object, list[tuple[str, str, object]]]] = [
@@ -476,8 +476,8 @@ def test_cpu_quota_float_and_its_spelling_are_the_same_key(fraction: float) -> N
 
 
 def test_directive_reference_page_is_current() -> None:
-    from sandboxed import _docgen
+    from sandboxed.directives import docgen
 
-    assert _docgen.DOC.read_text(encoding="utf-8") == _docgen.render(), (
-        "docs/directives.md is stale: run python -m sandboxed._docgen"
+    assert docgen.DOC.read_text(encoding="utf-8") == docgen.render(), (
+        "docs/directives.md is stale: run python -m sandboxed.directives.docgen"
     )

@@ -10,15 +10,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandboxed._directives import Directive, RawProperty
 from sandboxed._errors import (
     ConfigurationError,
     ConflictingDirectivesError,
     InvalidDirectiveValueError,
     UnknownDirectiveError,
 )
-from sandboxed._options import OptionSet
-from sandboxed._presets import CPU, AsUser, Hardened, NoNetwork, PrivateTmp, ReadOnly, Timeout
+from sandboxed.directives.directive import Directive, RawProperty
+from sandboxed.directives.options import OptionSet
+from sandboxed.directives.presets import (
+    CPU,
+    AsUser,
+    Hardened,
+    NoNetwork,
+    PrivateTmp,
+    ReadOnly,
+    Timeout,
+)
 
 SEED = {
     "PrivateTmp": True,
@@ -116,8 +124,8 @@ def test_the_key_is_short_hex_and_stable_across_processes() -> None:
     here = OptionSet.build(Hardened, NoNetwork, CPUQuota=0.2, User="nobody", env={"A": "1"})
     code = textwrap.dedent(
         """
-        from sandboxed._options import OptionSet
-        from sandboxed._presets import Hardened, NoNetwork
+        from sandboxed.directives.options import OptionSet
+        from sandboxed.directives.presets import Hardened, NoNetwork
         print(OptionSet.build(NoNetwork, Hardened, CPUQuota="20%", User="nobody",
                               env={"A": "1"}).key)
         """

@@ -12,14 +12,14 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from sandboxed._directives import Directive
 from sandboxed._errors import (
     ConfigurationError,
     ConflictingDirectivesError,
     InvalidDirectiveValueError,
     UnknownDirectiveError,
 )
-from sandboxed._presets import (
+from sandboxed.directives.directive import Directive
+from sandboxed.directives.presets import (
     CPU,
     HARDENED_PENDING,
     PRESETS,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandboxed._errors import UnreachableCodeError
-from sandboxed._reach import (
+from sandboxed.runtime.reach import (
     Identity,
     blocking_ancestor,
     check_module_file,

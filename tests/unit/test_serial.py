@@ -18,14 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandboxed import _codec
 from sandboxed._errors import (
     RemoteError,
     RemoteTraceback,
     SerializationError,
     UnsafeResultError,
 )
-from sandboxed._serial import (
+from sandboxed.wire import codec
+from sandboxed.wire.serial import (
     OUT_OF_BAND_THRESHOLD,
     Buffer,
     dumps_call,
@@ -40,7 +40,7 @@ from sandboxed._serial import (
 
 WORKER = r"""
 import struct, sys
-from sandboxed._serial import dumps_exception, dumps_result, loads_call
+from sandboxed.wire.serial import dumps_exception, dumps_result, loads_call
 
 def read_parts(stream):
     (count,) = struct.unpack("<I", stream.read(4))
@@ -548,7 +548,7 @@ def test_dumps_exception_never_raises_even_for_an_unprintable_exception() -> Non
             raise RuntimeError("no")
 
     main, *buffers = dumps_exception(Unprintable())
-    envelope = _codec.decode(main, buffers)
+    envelope = codec.decode(main, buffers)
     assert isinstance(envelope, tuple)
     assert envelope[1] == "<unprintable Unprintable object>"
 
@@ -579,14 +579,14 @@ def test_safe_mode_brings_any_exception_back_as_remote_error_without_unpickling(
 
 def test_safe_exceptions_carry_no_pickle() -> None:
     main, *buffers = dumps_exception(CustomError("x"), safe=True)
-    envelope = _codec.decode(main, buffers)
+    envelope = codec.decode(main, buffers)
     assert isinstance(envelope, tuple)
     assert envelope[3] is None
 
 
 def hostile_envelope(marker: Path) -> bytes:
     pickled = b"P" + pickle.dumps(Evil(str(marker)), protocol=5)
-    return _codec.encode(("ValueError", "harmless", "Traceback: ...\n", pickled))
+    return codec.encode(("ValueError", "harmless", "Traceback: ...\n", pickled))
 
 
 def test_the_hostile_envelope_really_runs_code_in_trusted_mode(tmp_path: Path) -> None:
@@ -604,7 +604,7 @@ def test_safe_mode_never_unpickles_what_a_hostile_worker_sends(tmp_path: Path) -
     with pytest.raises(UnsafeResultError):
         loads_result(pickled_result, safe=True)
     with pytest.raises(UnsafeResultError):
-        loads_result(_codec.MAGIC + pickled_result, safe=True)
+        loads_result(codec.MAGIC + pickled_result, safe=True)
     assert not marker.exists()
 
 
@@ -624,9 +624,9 @@ def test_a_sandboxed_function_returning_a_malicious_payload_cannot_run_code_in_s
     "data",
     [
         pytest.param(b"", id="empty"),
-        pytest.param(_codec.encode([1, 2]), id="not-a-tuple"),
-        pytest.param(_codec.encode((1, "m", "tb", None)), id="type-name-not-str"),
-        pytest.param(_codec.encode(("T", "m", "tb", "not bytes")), id="pickle-not-bytes"),
+        pytest.param(codec.encode([1, 2]), id="not-a-tuple"),
+        pytest.param(codec.encode((1, "m", "tb", None)), id="type-name-not-str"),
+        pytest.param(codec.encode(("T", "m", "tb", "not bytes")), id="pickle-not-bytes"),
     ],
 )
 def test_a_malformed_exception_envelope_raises_remote_error(data: bytes) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandboxed._values import (
+from sandboxed.directives.values import (
     INFINITY,
     Invalid,
     Percent,

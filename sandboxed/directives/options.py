@@ -1,0 +1,384 @@
+"""The option set of a sandbox: presets, directives and sandboxed's own options, normalised.
+
+:meth:`OptionSet.build` takes what ``@sandboxed(...)`` and the executor take —
+presets, keyword directives, an ``ns_options`` dict, raw bus properties and
+sandboxed's options — and returns one frozen, hashable value. Two option sets
+that mean the same are equal, whatever the order of the presets and however
+the values were spelled; their :attr:`OptionSet.key` is the same in every
+process. Keyword directives override presets, and each override is recorded
+in :attr:`OptionSet.overrides` and shown by ``repr()``.
+
+This module is pure (it reads ``os.environ`` only for ``env=`` names).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import attrs
+
+from sandboxed._errors import (
+    ConfigurationError,
+    ConflictingDirectivesError,
+    UnknownDirectiveError,
+)
+from sandboxed.directives.directive import Directive, Property, RawProperty, lookup
+from sandboxed.directives.presets import Preset, normalise_option, preset_by_name
+
+__all__ = ["OPTION_NAMES", "OptionSet"]
+
+#: sandboxed's own keyword options (everything else is a systemd directive).
+OPTION_NAMES: Final = (
+    "accounting",
+    "env",
+    "max_payload",
+    "ns_options",
+    "raw",
+    "safe_results",
+    "timeout",
+    "trusted",
+    "workers",
+)
+
+_UNSET: Final[Any] = object()
+_PRESET_OPTIONS: Final = ("timeout", "safe_results", "workers", "max_payload")
+_KEY_VERSION: Final = "sandboxed-options-1"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _directive(name: str, value: object) -> Directive:
+    """Directive.of, with sandboxed's own option names among the suggestions."""
+    try:
+        return Directive.of(name, value)
+    except UnknownDirectiveError as exc:
+        ours = difflib.get_close_matches(name.lower(), OPTION_NAMES, n=2, cutoff=0.6)
+        raise UnknownDirectiveError(name, [*ours, *exc.suggestions][:4]) from None
+
+
+def _env(value: object) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    pairs: dict[str, str] = {}
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, Iterable):
+        names = [value] if isinstance(value, str) else list(value)
+        missing = [n for n in names if n not in os.environ]
+        if missing:
+            raise ConfigurationError(
+                f"env names {', '.join(map(repr, missing))}, which the caller's environment "
+                "does not have; pass env={'NAME': 'value'} to give a value"
+            )
+        items = [(n, os.environ[n]) for n in names]
+    else:
+        raise ConfigurationError(
+            f"invalid env {value!r}; accepted: a dict NAME -> str, or a list of names "
+            "to copy from the caller's environment"
+        )
+    for name, val in items:
+        if not _ENV_NAME.fullmatch(name) or not isinstance(val, str) or "\0" in val:
+            raise ConfigurationError(
+                f"invalid env entry {name!r}={val!r}; accepted: a NAME matching "
+                "[A-Za-z_][A-Za-z0-9_]* and a str value without NUL"
+            )
+        pairs[name] = val
+    return tuple(sorted(pairs.items()))
+
+
+def _spelled(d: Directive) -> str:
+    return "; ".join(d.spec.render(d.value))
+
+
+@attrs.frozen(repr=False)
+class OptionSet:
+    """Everything that defines a sandbox, normalised; hashable, the key of the unit cache.
+
+    Build it with :meth:`build`. Equality covers :attr:`directives`,
+    :attr:`raw`, :attr:`timeout`, :attr:`safe_results`, :attr:`workers`,
+    :attr:`max_payload` and :attr:`env`; the names of the presets and the record of overrides are
+    informative only.
+    """
+
+    #: The effective systemd directives, sorted by name.
+    directives: tuple[Directive, ...]
+    #: Bus properties passed as given (the escape hatch), sorted.
+    raw: tuple[RawProperty, ...] = ()
+    #: Seconds one call may run, or None. Per call: not part of :attr:`key`.
+    timeout: float | None = None
+    #: Decode results with the plain-data codec, never unpickle them (untrusted code).
+    safe_results: bool = False
+    #: Calls one unit runs in parallel, or None for sandboxed's default.
+    workers: int | None = None
+    #: The largest call or result in bytes, or None for sandboxed's default.
+    max_payload: int | None = None
+    #: Environment variables given to the worker, as sorted (name, value) pairs.
+    env: tuple[tuple[str, str], ...] = ()
+    #: Read each call's figures from the unit's cgroup (``fn.last_stats``). Off saves
+    #: a few file reads per call (~20-40 us) for hot functions. Per call: not in :attr:`key`.
+    accounting: bool = True
+    #: The presets it was built from, as written (``NoNetwork | ReadOnly``).
+    presets: str = attrs.field(default="", eq=False)
+    #: ``(name, preset value, keyword value)`` for each keyword that replaced a preset's value.
+    overrides: tuple[tuple[str, object, object], ...] = attrs.field(default=(), eq=False)
+    #: ``(directive name, where it came from)``: a preset's name, "keyword" or "ns_options".
+    origins: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)
+
+    @classmethod
+    def build(
+        cls,
+        *presets: Preset | str | Directive,
+        ns_options: Mapping[str, object] | None = None,
+        timeout: float | None = _UNSET,
+        safe_results: bool | None = _UNSET,
+        trusted: bool | None = _UNSET,
+        workers: int | None = _UNSET,
+        max_payload: int | str | None = _UNSET,
+        env: Mapping[str, str] | Iterable[str] | None = None,
+        raw: Iterable[RawProperty] = (),
+        accounting: bool = True,
+        **directives: object,
+    ) -> OptionSet:
+        """The option set of ``@sandboxed(*presets, **directives)``.
+
+        ``presets`` are :class:`Preset` values, preset names (``"Hardened"``)
+        or :class:`Directive` values; ``directives`` are systemd directives in
+        their unit-file spelling (``CPUQuota=0.2``), and so are the keys of
+        ``ns_options`` (concurrentd's style). Those explicit directives win
+        over the presets' values, visibly (:attr:`overrides`). ``trusted=False``
+        is ``safe_results=True``. ``env`` is a dict of variables, or names to
+        copy from the caller's environment now.
+
+        Raises :class:`UnknownDirectiveError` (with close names, sandboxed's
+        options included), :class:`InvalidDirectiveValueError`,
+        :class:`ConflictingDirectivesError` (two presets disagree, or a
+        keyword and ``ns_options`` do) and :class:`ConfigurationError`.
+        """
+        if not isinstance(accounting, bool):
+            raise ConfigurationError(
+                f"invalid accounting {accounting!r}; accepted: True (per-call figures) or False"
+            )
+        chosen: list[Preset] = []
+        explicit: dict[str, tuple[Directive, str]] = {}
+
+        def add_explicit(d: Directive, where: str) -> None:
+            if d.name in explicit and explicit[d.name][0] != d:
+                seen, seen_where = explicit[d.name]
+                raise ConflictingDirectivesError(
+                    d.name, (_spelled(seen), _spelled(d)), (seen_where, where)
+                )
+            explicit[d.name] = (d, where)
+
+        for p in presets:
+            if isinstance(p, Directive):
+                add_explicit(p, "positional")
+                continue
+            if isinstance(p, str):
+                p = preset_by_name(p)
+            if not isinstance(p, Preset):
+                raise ConfigurationError(
+                    f"{p!r} is not a preset; accepted positionally: a Preset such as "
+                    "NoNetwork, a preset name, or a Directive"
+                )
+            chosen.append(p)
+
+        given: dict[str, object] = {
+            "timeout": timeout,
+            "safe_results": safe_results,
+            "trusted": trusted,
+            "workers": workers,
+            "max_payload": max_payload,
+        }
+        for name, value in (ns_options or {}).items():
+            if name in given:
+                given[name] = value
+            else:
+                add_explicit(_directive(name, value), "ns_options")
+        for name, value in directives.items():
+            add_explicit(_directive(name, value), "keyword")
+        if given["trusted"] not in (_UNSET, None):
+            if not isinstance(given["trusted"], bool):
+                raise ConfigurationError(f"invalid trusted {trusted!r}; accepted: True or False")
+            as_safe = not given["trusted"]
+            if given["safe_results"] not in (_UNSET, None, as_safe):
+                raise ConfigurationError(
+                    f"trusted={given['trusted']!r} contradicts safe_results="
+                    f"{given['safe_results']!r}; give only one of them"
+                )
+            given["safe_results"] = as_safe
+
+        # What is given explicitly is taken out of every preset before they are
+        # composed: a keyword settles even a disagreement between presets.
+        taken = {*explicit, *(n for n in _PRESET_OPTIONS if given[n] is not _UNSET)}
+        base = Preset.define("(none)")
+        for i, p in enumerate(chosen):
+            base = p.without(taken) if i == 0 else base | p.without(taken)
+        labels = " | ".join(dict.fromkeys(n for p in chosen for n in p.names))
+
+        effective = {d.name: d for d in base.directives}
+        origins = {d.name: base.source_of(d.name) for d in base.directives}
+        overrides: list[tuple[str, object, object]] = []
+        for name, (d, where) in sorted(explicit.items()):
+            said = _said(chosen, name)
+            if said and said != _spelled(d):
+                overrides.append((name, said, _spelled(d)))
+            effective[name] = d
+            origins[name] = where
+
+        final: dict[str, Any] = dict.fromkeys(_PRESET_OPTIONS)
+        final.update(base.options)
+        for name in _PRESET_OPTIONS:
+            if given[name] is _UNSET:
+                continue
+            value = normalise_option(name, given[name])
+            said = _said(chosen, name)
+            if said and said != repr(value):
+                overrides.append((name, _option_said(chosen, name), value))
+            final[name] = value
+
+        raw_props = _raw(raw, effective)
+        return cls(
+            directives=tuple(effective[k] for k in sorted(effective)),
+            raw=raw_props,
+            timeout=final["timeout"],
+            safe_results=bool(final["safe_results"]),
+            workers=final["workers"],
+            max_payload=final["max_payload"],
+            env=_env(env),
+            accounting=accounting,
+            presets=labels,
+            overrides=tuple(overrides),
+            origins=tuple(sorted(origins.items())),
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, name: str) -> Directive | None:
+        """The directive ``name`` (unit-file spelling) if set, else None.
+
+        Raises :class:`UnknownDirectiveError` for a name systemd does not know.
+        """
+        canonical = lookup(name).name
+        return next((d for d in self.directives if d.name == canonical), None)
+
+    @property
+    def user(self) -> str | None:
+        """``User=`` as given (a name or a numeric id as text), or None."""
+        d = self.get("User")
+        return None if d is None else str(d.value)
+
+    @property
+    def dynamic_user(self) -> bool:
+        """Whether ``DynamicUser=yes``: the unit runs as a uid allocated when it starts."""
+        d = self.get("DynamicUser")
+        return bool(d is not None and d.value)
+
+    def properties(self) -> list[Property]:
+        """The ``(name, signature, value)`` bus properties of the directives asked for.
+
+        A sandbox's unit gets these, plus what its plan adds so that the worker can
+        start (:func:`sandboxed.runtime.plan.unit_plan`, which builds on this).
+        """
+        return bus_properties(self.directives, self.raw)
+
+    @functools.cached_property
+    def key(self) -> str:  # cached: the registry looks it up on every call
+        """A 16-hex-digit digest of what shapes the unit, equal in every process.
+
+        It covers the directives, raw properties, ``safe_results``, ``workers``,
+        ``max_payload`` and ``env`` (values included: do not put low-entropy secrets in
+        ``env``, the key may end up in a unit name) — everything but the
+        per-call ``timeout``, so calls that differ only in their timeout can
+        share a unit.
+        """
+        lines = [_KEY_VERSION]
+        lines += [line for d in self.directives for line in d.assignments()]
+        lines += [f"raw {r.name} {r.signature} {r.value!r}" for r in self.raw]
+        lines += [f"safe_results {self.safe_results}", f"workers {self.workers}"]
+        lines += [f"max_payload {self.max_payload}"]
+        lines += [f"env {name}={value!r}" for name, value in self.env]
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        """A readable, multi-line account: each directive with its origin, then the options."""
+        origin = dict(self.origins)
+        out = [f"presets: {self.presets or '(none)'}"]
+        for d in self.directives:
+            for line in d.assignments():
+                out.append(f"  {line}  [{origin.get(d.name, '?')}]")
+        out += [f"  raw {r.name} ({r.signature}) = {r.value!r}" for r in self.raw]
+        for name, was, now in self.overrides:
+            out.append(f"override: {name}: {was!r} -> {now!r}")
+        out.append(
+            f"timeout={self.timeout!r} safe_results={self.safe_results!r} "
+            f"workers={self.workers!r} max_payload={self.max_payload!r} "
+            f"env={[n for n, _ in self.env]!r} key={self.key}"
+        )
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        origin = dict(self.origins)
+        parts = [self.presets] if self.presets else []
+        parts += [
+            f"{d.name}={_spelled(d)!r}"
+            for d in self.directives
+            if origin.get(d.name) in ("keyword", "ns_options", "positional")
+        ]
+        parts += [f"raw={[r.name for r in self.raw]!r}"] if self.raw else []
+        for name in ("timeout", "safe_results", "workers", "max_payload"):
+            value = getattr(self, name)
+            if value not in (None, False):
+                parts.append(f"{name}={value!r}")
+        if self.env:
+            parts.append(f"env={[n for n, _ in self.env]!r}")
+        if self.overrides:
+            shown = ", ".join(f"{n}: {a!r} -> {b!r}" for n, a, b in self.overrides)
+            parts.append(f"overrides=[{shown}]")
+        return f"OptionSet({', '.join(parts)})"
+
+
+def _said(presets: Iterable[Preset], name: str) -> str:
+    """What the presets say about ``name``: one value, or several joined by `` / ``."""
+    values = dict.fromkeys(v for p in presets for v in p.said(name).split(" / ") if v)
+    return " / ".join(values)
+
+
+def _option_said(presets: Iterable[Preset], name: str) -> object:
+    values = {p.option(name) for p in presets} - {None}
+    return values.pop() if len(values) == 1 else _said(presets, name)
+
+
+def _raw(raw: Iterable[RawProperty], effective: Mapping[str, Directive]) -> tuple[RawProperty, ...]:
+    by_name: dict[str, RawProperty] = {}
+    taken = {p[0]: d for d in effective.values() for p in d.properties()}
+    for r in raw:
+        if not isinstance(r, RawProperty):
+            raise ConfigurationError(
+                f"raw= takes RawProperty values, got {r!r}; accepted: "
+                "RawProperty(name, signature, value)"
+            )
+        if r.name in taken:
+            d = taken[r.name]
+            raise ConflictingDirectivesError(
+                r.name, (_spelled(d), repr(r.value)), (f"{d.name}=", "raw")
+            )
+        if r.name in by_name and by_name[r.name] != r:
+            raise ConflictingDirectivesError(
+                r.name, (repr(by_name[r.name].value), repr(r.value)), ("raw", "raw")
+            )
+        by_name[r.name] = r
+    return tuple(by_name[k] for k in sorted(by_name))
+
+
+def bus_properties(
+    directives: Iterable[Directive], raw: Iterable[RawProperty] = ()
+) -> list[Property]:
+    """The bus properties of ``directives`` then ``raw``, in that order."""
+    props = [p for d in directives for p in d.properties()]
+    props.extend(p for r in raw for p in r.properties())
+    return props

@@ -1,0 +1,251 @@
+"""One call, from the caller's side: send it to a worker, read its frames, return or raise.
+
+This is the hot path of a warm call: one ``sendmsg``, a few ``recv``s, and the
+cgroup figures around it when accounting is on. Everything the worker sends is
+untrusted input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import select
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from sandboxed._errors import (
+    PayloadTooLargeError,
+    ProtocolError,
+    ResourceLimitError,
+    SandboxMemoryError,
+    SandboxTimeoutError,
+    WorkerDiedError,
+)
+from sandboxed.runtime import stats as _stats
+from sandboxed.runtime.channel import (
+    START_TIMEOUT,
+    UnitChannel,
+    WorkerChannel,
+    describe_status,
+)
+from sandboxed.runtime.plan import directive_value
+from sandboxed.runtime.relay import emit_log, write_output
+from sandboxed.systemd.cgroups import CgroupProbe
+from sandboxed.wire import codec, frames, serial
+from sandboxed.wire.framing import DEFAULT_LIMIT, FrameType, recv_frame, send_frame
+
+KILL_GRACE = 1.0
+
+
+class Pool(Protocol):
+    """What a call needs of the sandbox it runs in (:class:`sandboxed.runtime.pool.Sandbox`)."""
+
+    options: Any
+    tasks_limited: bool
+    last_stats: _stats.CallStats | None
+
+    def check_reachable(self, fn: Callable[..., Any]) -> None: ...
+    def acquire(self) -> WorkerChannel: ...
+    def release(self, w: WorkerChannel, healthy: bool) -> None: ...
+    def recycle(self, unit: UnitChannel) -> None: ...
+
+
+class _Flag:
+    """A one-way flag (a threading.Event costs a lock and a condition per call)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+    def is_set(self) -> bool:
+        return self.value
+
+
+@functools.lru_cache(maxsize=64)
+def _call_header(safe: bool, log_level: int, ack: bool) -> bytes:
+    """The CALL frame's header part; encoded once per combination (the worker caches it too)."""
+    return codec.encode(dict(zip(frames.CALL_HEADER, (safe, log_level, ack), strict=True)))
+
+
+def run(
+    pool: Pool,
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    timeout: float | None,
+    on_start: Callable[[Callable[[], None]], None] | None,
+    accounting: bool,
+    on_partial: Callable[[int, bool, list[bytearray]], None] | None,
+) -> Any:
+    """Run one call in a worker of ``pool`` (see :meth:`Sandbox.call`)."""
+    _stats.record(None)
+    pool.check_reachable(fn)
+    opts = pool.options
+    safe = bool(getattr(opts, "safe_results", False))
+    if timeout is None:
+        timeout = getattr(opts, "timeout", None)
+    limit = int(getattr(opts, "max_payload", 0) or DEFAULT_LIMIT)
+    parts = serial.dumps_call(fn, args, kwargs)
+    size = sum(memoryview(p).nbytes for p in parts)
+    if size > limit:
+        raise PayloadTooLargeError("call (function and arguments)", size, limit)
+    header = _call_header(safe, logging.getLogger().getEffectiveLevel(), timeout is not None)
+    w = pool.acquire()
+    healthy = False
+    cancelled = _Flag()
+    if on_start is not None:
+
+        def cancel() -> None:
+            cancelled.set()
+            with contextlib.suppress(Exception):
+                w.kill(signal.SIGKILL)
+
+        on_start(cancel)
+    probe = w.unit.probe if accounting else None
+    before = None
+    if probe is not None:
+        before = probe.snapshot_with_pids() if pool.tasks_limited else probe.snapshot()
+    t0 = time.monotonic()
+    try:
+        try:
+            send_frame(w.sock, FrameType.CALL, [header, *parts])
+        except OSError:
+            raise _died(pool, w, cancelled) from None
+        # Until the worker says the function started (imports, unpickling) the
+        # call gets a generous start-up allowance; then its own timeout.
+        deadline = None if timeout is None else t0 + START_TIMEOUT + float(timeout)
+        while True:
+            if deadline is not None:
+                # Wait for the next frame with the deadline, but read a frame that
+                # has begun to its end: a timeout inside one would lose the stream's
+                # framing. A worker that stalls mid-frame past the deadline is
+                # stopped like one that overruns.
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([w.sock], [], [], remaining)[0]:
+                    _stop_worker(w)
+                    raise SandboxTimeoutError(float(timeout), w.unit.name)  # type: ignore[arg-type]
+                w.sock.settimeout(max(deadline - time.monotonic(), 0.0) + KILL_GRACE)
+            try:
+                kind, _flags, reply = recv_frame(w.sock, limit=limit)
+            except TimeoutError:
+                _stop_worker(w)
+                raise SandboxTimeoutError(float(timeout), w.unit.name) from None  # type: ignore[arg-type]
+            except (EOFError, ConnectionError, ProtocolError):
+                raise _died(pool, w, cancelled) from None
+            if kind == FrameType.PARTIAL:
+                if on_partial is not None:
+                    index, ok = frames.unpack(FrameType.PARTIAL, reply[0])
+                    on_partial(index, ok, reply[1:])
+            elif kind == FrameType.STARTED:
+                if timeout is not None:
+                    deadline = time.monotonic() + float(timeout)
+            elif kind == FrameType.OUTPUT:
+                write_output(bytes(reply[0]), reply[1])
+            elif kind == FrameType.LOG:
+                emit_log(reply[0])
+            elif kind in (FrameType.RESULT, FrameType.ERROR):
+                if deadline is not None:
+                    w.sock.settimeout(None)
+                healthy = True
+                w.calls += 1
+                _record(pool, probe, before, t0)
+                if kind == FrameType.RESULT:
+                    return serial.loads_result(reply[0], reply[1:], safe=safe)
+                raise serial.loads_exception(reply[0], reply[1:], safe=safe)
+    except PayloadTooLargeError:
+        _stop_worker(w)
+        raise
+    except BaseException as e:
+        limit_error = _tasks_limit_hit(pool, w, probe, before, e)
+        if limit_error is not None:
+            healthy = False
+            raise limit_error from e
+        raise
+    finally:
+        if healthy and probe is not None and before is not None and _tasks_hit(pool, probe, before):
+            # Processes forked up to TasksMax= may still run: recycle the unit.
+            healthy = False
+            pool.recycle(w.unit)
+        pool.release(w, healthy)
+
+
+def _tasks_hit(pool: Pool, probe: CgroupProbe, before: Any) -> bool:
+    if not pool.tasks_limited:
+        return False  # only an explicit TasksMax= is watched (a file read per call)
+    try:
+        return bool(probe.pids_limit_hits() > before.pids_hits)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _tasks_limit_hit(
+    pool: Pool, w: WorkerChannel, probe: CgroupProbe | None, before: Any, err: BaseException
+) -> ResourceLimitError | None:
+    """A ResourceLimitError when ``err`` came with the unit hitting TasksMax=."""
+    if probe is None or before is None or isinstance(err, ResourceLimitError):
+        return None
+    if not _tasks_hit(pool, probe, before):
+        return None
+    pool.recycle(w.unit)
+    return ResourceLimitError(
+        "TasksMax",
+        directive_value(pool.options, "TasksMax"),
+        f"the call tried to create more tasks than the unit allows ({err.__class__.__name__}: "
+        f"{err}); the unit was stopped with everything it forked and the next call gets a "
+        "fresh one",
+    )
+
+
+def _record(pool: Pool, probe: CgroupProbe | None, before: Any, t0: float) -> None:
+    if probe is None or before is None:
+        return
+    with contextlib.suppress(Exception):
+        figures = _stats.CallStats.of(probe.delta(before), time.monotonic() - t0, probe.unit)
+        pool.last_stats = figures
+        _stats.record(figures)
+
+
+def _stop_worker(w: WorkerChannel) -> None:
+    """Terminate, then kill, a worker whose call we abandon."""
+    with contextlib.suppress(Exception):
+        w.kill(signal.SIGTERM)
+        if not w.exited.wait(KILL_GRACE):
+            w.kill(signal.SIGKILL)
+            w.exited.wait(KILL_GRACE)
+    w.close()
+
+
+def _died(pool: Pool, w: WorkerChannel, cancelled: _Flag) -> BaseException:
+    """The error for a call whose worker vanished."""
+    unit = w.unit
+    w.exited.wait(2.0)
+    if cancelled.is_set():
+        import asyncio
+
+        return asyncio.CancelledError()
+    status = w.status
+    if status is None:
+        if not unit.alive:
+            return WorkerDiedError(unit.name, "the unit stopped while the call was running")
+        return WorkerDiedError(unit.name, "the channel to the worker closed unexpectedly")
+    text, code, sig = describe_status(status)
+    if sig == "SIGKILL" and unit.probe is not None and unit.probe.oom_killed():
+        return SandboxMemoryError(unit.name, _memory_limit(pool.options))
+    if sig == "SIGKILL":
+        text += " (from outside the call: SIGKILL was sent to the worker)"
+    return WorkerDiedError(unit.name, text, exit_code=code, signal=sig)
+
+
+def _memory_limit(options: Any) -> int | None:
+    for name in ("MemoryMax", "MemoryLimit"):
+        value = directive_value(options, name)
+        if isinstance(value, int):
+            return value
+    return None

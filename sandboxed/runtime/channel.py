@@ -1,0 +1,222 @@
+"""A started unit seen from the caller: its control channel and its workers' sockets.
+
+The unit's main process is the supervisor (:mod:`sandboxed.worker.supervisor`),
+which systemd starts with our control socket as its stdin/stdout. Each worker
+gets its own socket (passed to the supervisor with SCM_RIGHTS), so a call talks
+to its worker directly: no relay, no thread hop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sandboxed._errors import ProtocolError, UnitFailedError, WorkerDiedError
+from sandboxed.runtime.client import manager_client
+from sandboxed.runtime.plan import directive_name
+from sandboxed.systemd import locate
+from sandboxed.systemd.cgroups import CgroupProbe
+from sandboxed.wire import codec, frames
+from sandboxed.wire.framing import FrameType, recv_frame, send_frame
+
+START_TIMEOUT = 60.0
+
+log = logging.getLogger("sandboxed")
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def describe_status(status: int) -> tuple[str, int | None, str | None]:
+    """(text, exit code, signal name) of a wait status."""
+    if os.WIFSIGNALED(status):
+        sig = _signal_name(os.WTERMSIG(status))
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"killed by {sig}{core}", None, sig
+    if os.WIFEXITED(status):
+        code = os.WEXITSTATUS(status)
+        return f"exited with status {code}", code, None
+    return f"ended with wait status {status:#x}", None, None
+
+
+class WorkerChannel:
+    __slots__ = ("calls", "exited", "id", "pid", "sock", "status", "unit")
+
+    def __init__(self, unit: UnitChannel, wid: int, sock: socket.socket) -> None:
+        self.unit = unit
+        self.id = wid
+        self.sock = sock
+        self.pid: int | None = None
+        self.status: int | None = None
+        self.exited = threading.Event()
+        self.calls = 0
+
+    def kill(self, sig: int) -> None:
+        self.unit.send_control(FrameType.KILL, [frames.pack(FrameType.KILL, self.id, int(sig))])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class UnitChannel:
+    """A started transient unit: its control channel and its workers."""
+
+    def __init__(
+        self,
+        name: str,
+        properties: Callable[[int, int], list[tuple[str, str, object]]],
+        on_gone: Callable[[UnitChannel], None],
+    ) -> None:
+        """``properties(ctl_fd, diag_fd)`` gives the new unit's properties; ``on_gone`` is
+        called (from the reader thread) once the unit's control channel has closed."""
+        self.name = name
+        self._properties = properties
+        self._on_gone = on_gone
+        self.ctl: socket.socket | None = None
+        self.diag: socket.socket | None = None
+        self.workers: dict[int, WorkerChannel] = {}
+        self.ids = itertools.count(1)
+        self.alive = False
+        self.ready = threading.Event()
+        self.info: dict[str, Any] = {}
+        self.ctl_lock = threading.Lock()
+        self.reader: threading.Thread | None = None
+        self.probe: CgroupProbe | None = None
+        self.failure: BaseException | None = None
+
+    # -- start ---------------------------------------------------------------------
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        ctl_here, ctl_there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        diag_here, diag_there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.ctl, self.diag = ctl_here, diag_here
+        props = self._properties(ctl_there.fileno(), diag_there.fileno())
+        client = manager_client()
+        try:
+            client.start_transient_unit(self.name, props, wait=False, name_property=directive_name)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            ctl_there.close()
+            diag_there.close()
+        self.ctl.settimeout(timeout)
+        try:
+            kind, _flags, parts = recv_frame(self.ctl, limit=1 << 20)
+            if kind != FrameType.READY:
+                raise ProtocolError(f"expected READY, got {kind.name}")
+            info = codec.decode(parts[0])
+            self.info = info if isinstance(info, dict) else {}
+        except (EOFError, OSError, ProtocolError) as e:
+            detail = self._diagnostics(client)
+            self.close()
+            with contextlib.suppress(Exception):
+                client.stop_unit(self.name, wait=False)
+            raise UnitFailedError(self.name, f"the worker did not start ({e})", detail) from None
+        self.ctl.settimeout(None)
+        self.alive = True
+        self.probe = CgroupProbe(self.name, locate.current(), manager_client)
+        self.reader = threading.Thread(
+            target=self._read_control, name=f"sandboxed-ctl-{self.name}", daemon=True
+        )
+        self.reader.start()
+
+    def _diagnostics(self, client: Any) -> str:
+        text = ""
+        if self.diag is not None:
+            self.diag.setblocking(False)
+            with contextlib.suppress(OSError):
+                text = self.diag.recv(1 << 16).decode(errors="replace")
+        try:
+            props = client.get_unit_properties(self.name, "org.freedesktop.systemd1.Service")
+            status = props.get("ExecMainStatus")
+            result = props.get("Result")
+            extra = f"unit result {result!r}, main process exit status {status}"
+            if status == 226:
+                extra += " (226/NAMESPACE: systemd could not set up the unit's mount namespace)"
+            text = (text + "\n" + extra).strip()
+        except Exception:  # noqa: BLE001
+            pass
+        return text
+
+    # -- control channel -----------------------------------------------------------------
+
+    def send_control(
+        self, kind: FrameType, parts: Sequence[bytes], fds: Sequence[int] = ()
+    ) -> None:
+        if self.ctl is None:
+            raise EOFError("the unit is gone")
+        with self.ctl_lock:
+            send_frame(self.ctl, kind, parts, fds)
+
+    def _read_control(self) -> None:
+        assert self.ctl is not None
+        try:
+            while True:
+                kind, _flags, parts = recv_frame(self.ctl, limit=1 << 20)
+                if kind == FrameType.SPAWNED:
+                    wid, pid = frames.unpack(FrameType.SPAWNED, parts[0])
+                    w = self.workers.get(int(wid))
+                    if w is not None:
+                        w.pid = int(pid)
+                elif kind == FrameType.EXITED:
+                    wid, _pid, status = frames.unpack(FrameType.EXITED, parts[0])
+                    w = self.workers.pop(int(wid), None)
+                    if w is not None:
+                        w.status = int(status)
+                        w.exited.set()
+                elif kind == FrameType.FAILED:
+                    log.warning("sandbox %s: %s", self.name, codec.decode(parts[0]))
+        except (EOFError, OSError, ProtocolError, ValueError):
+            pass
+        self.alive = False
+        for w in list(self.workers.values()):
+            w.exited.set()
+        self._on_gone(self)
+
+    def spawn(self) -> WorkerChannel:
+        here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        wid = next(self.ids)
+        w = WorkerChannel(self, wid, here)
+        self.workers[wid] = w
+        try:
+            self.send_control(FrameType.SPAWN, [str(wid).encode()], [there.fileno()])
+        except (OSError, EOFError) as e:
+            self.workers.pop(wid, None)
+            w.close()
+            raise WorkerDiedError(self.name, f"cannot reach the unit's supervisor: {e}") from None
+        finally:
+            there.close()
+        return w
+
+    def close(self, shutdown: bool = True) -> None:
+        """Close our ends of the channels; ``shutdown=False`` in a forked child, where
+        shutting a socket down would also cut the parent's connection."""
+        self.alive = False
+        for s in (self.ctl, self.diag):
+            if s is not None and shutdown:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+            if s is not None:
+                with contextlib.suppress(OSError):
+                    s.close()
+        for w in list(self.workers.values()):
+            w.close()
+
+    def stop(self, wait: bool = True) -> None:
+        """Close the channels (the supervisor exits on EOF) and stop the unit."""
+        self.close()
+        with contextlib.suppress(Exception):
+            manager_client().stop_unit(self.name, wait=wait, timeout=30)

@@ -1,0 +1,129 @@
+"""The command line systemd runs as a sandbox unit's main process, and what it needs.
+
+The unit's interpreter starts with ``-S -s -B`` (no ``site``, no user site, no
+bytecode writes) and a one-line boot program (:data:`WORKER_BOOT`) that sets
+``sys.path``, registers the ``sandboxed`` package without running its
+``__init__`` (the caller's side: decorator, wrapt, attrs, D-Bus... ~200 ms;
+:mod:`sandboxed.worker.main` completes it when user code asks for a public
+name) and starts the supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The packages (and top-level modules) the unit imports before any user code.
+WORKER_PACKAGES = ("wire", "worker")
+WORKER_TOP_MODULES = ("_context", "_errors")
+
+
+def worker_sources() -> list[str]:
+    """The source files of every module the unit's start-up may import."""
+    files = [os.path.join(PACKAGE_DIR, name + ".py") for name in WORKER_TOP_MODULES]
+    for pkg in WORKER_PACKAGES:
+        d = os.path.join(PACKAGE_DIR, pkg)
+        files.extend(os.path.join(d, n) for n in sorted(os.listdir(d)) if n.endswith(".py"))
+    return files
+
+
+_bytecode_checked = False
+
+
+def _ensure_bytecode() -> None:
+    """Compile the modules every worker imports, if their bytecode is missing or stale.
+
+    The unit's interpreter runs with -B, usually on a read-only file system, and
+    often as another user: it cannot cache bytecode, so without this each cold
+    start would compile them from source again (some 20 ms). PYTHONDONTWRITEBYTECODE
+    in the caller's environment would otherwise leave them uncompiled for good.
+    """
+    global _bytecode_checked
+    if _bytecode_checked:
+        return
+    _bytecode_checked = True
+    import importlib.util
+    import py_compile
+
+    for src in worker_sources():
+        try:
+            cached = importlib.util.cache_from_source(src)
+            if os.path.exists(cached) and os.stat(cached).st_mtime >= os.stat(src).st_mtime:
+                continue
+            py_compile.compile(src, cfile=cached, doraise=True)
+        except (OSError, py_compile.PyCompileError, NotImplementedError):
+            return  # not writable (a system install is compiled already): nothing to do
+
+
+# The unit's interpreter starts with nothing imported (-S): set sys.path from hex
+# (no json, no base64 to import), register the package without running its
+# __init__ (the caller side: wrapt, attrs, D-Bus...), and start the supervisor.
+WORKER_BOOT = (
+    "import sys;sys.path[:]=bytes.fromhex(sys.argv[1]).decode().split('\\0');"
+    "p=type(sys)('sandboxed');p.__path__=[sys.argv[2]];p.__file__=sys.argv[2]+'/__init__.py';"
+    "sys.modules['sandboxed']=p;"
+    "import sandboxed.worker.main as w;w.site(sys.argv[3]);w.main()"
+)
+
+
+_site_cache: str | None = None
+
+
+def _site_setup() -> str:
+    """What ``site`` did in this interpreter that the worker (started with ``-S``) must redo.
+
+    ``site`` costs a cold start some 25 ms, mostly in .pth files; the worker gets
+    this process's ``sys.path`` anyway, so it only needs the ``import`` lines of
+    the .pth files in those directories (import hooks such as editable installs'
+    finders) — except the one of sandboxed's own editable install, whose package
+    the worker registers directly — and sitecustomize/usercustomize if they ran
+    here. Returned as hex of NUL-separated fields: flags, then the lines.
+    """
+    global _site_cache
+    if _site_cache is None:
+        lines: list[str] = []
+        for d in dict.fromkeys(sys.path):
+            if not d or not os.path.isdir(d):
+                continue
+            try:
+                names = sorted(n for n in os.listdir(d) if n.endswith(".pth"))
+            except OSError:
+                continue
+            for name in names:
+                if name.startswith("__editable__.sandboxed-"):
+                    continue
+                try:
+                    with open(os.path.join(d, name), encoding="utf-8") as f:
+                        for line in f:
+                            if line.startswith(("import ", "import\t")):
+                                lines.append(line.rstrip("\n"))
+                except OSError:
+                    continue
+        flags = ("s" if "sitecustomize" in sys.modules else "") + (
+            "u" if "usercustomize" in sys.modules else ""
+        )
+        _site_cache = "\0".join([flags, *lines]).encode().hex()
+    return _site_cache
+
+
+def exec_properties(ctl_fd: int, diag_fd: int) -> list[tuple[str, str, object]]:
+    """The unit properties that start the worker on ``ctl_fd`` (stdin/stdout) and
+    ``diag_fd`` (stderr), with this interpreter and this process's ``sys.path``."""
+    path = [os.getcwd() if p == "" else p for p in sys.path]
+    arg = "\0".join(path).encode().hex()
+    site_arg = _site_setup()
+    _ensure_bytecode()
+    exe = sys.executable
+    return [
+        ("Description", "s", f"sandboxed worker of pid {os.getpid()}"),
+        (
+            "ExecStart",
+            "a(sasb)",
+            [(exe, [exe, "-S", "-s", "-B", "-c", WORKER_BOOT, arg, PACKAGE_DIR, site_arg], False)],
+        ),
+        ("StandardInputFileDescriptor", "h", ctl_fd),
+        ("StandardOutputFileDescriptor", "h", ctl_fd),
+        ("StandardErrorFileDescriptor", "h", diag_fd),
+        ("CollectMode", "s", "inactive-or-failed"),
+    ]

@@ -1,0 +1,179 @@
+"""The D-Bus properties of a sandbox unit: the user's directives plus what the worker needs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import attrs
+
+from sandboxed.directives.directive import DIRECTIVES, Directive
+from sandboxed.directives.options import bus_properties
+from sandboxed.runtime.reach import Identity, check_module_file, needed_paths, plan
+
+Property = tuple[str, str, object]
+
+
+def directive_value(options: Any, name: str) -> Any:
+    """The normalised value of directive ``name`` in ``options``, or None if unset."""
+    d = options.get(name)
+    return None if d is None else getattr(d, "value", d)
+
+
+def _strings(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    out = []
+    for v in value:
+        out.append(v[0] if isinstance(v, tuple) else str(v))
+    return out
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() in ("yes", "true", "1", "on")
+    return bool(value)
+
+
+def _identity(options: Any) -> Identity:
+    user = directive_value(options, "User")
+    return Identity.of(
+        str(user) if user is not None else None,
+        dynamic=_bool(directive_value(options, "DynamicUser")),
+        private_users=_bool(directive_value(options, "PrivateUsers")),
+    )
+
+
+_modules_checked: set[tuple[Any, str]] = set()
+
+
+def check_module(fn: Any, options: Any) -> None:
+    """Raise UnreachableCodeError if the module ``fn`` is imported from in the sandbox
+    (by reference) is a file the sandbox's user cannot read.
+
+    Checked once per (option set, module) that passed; ``__main__`` travels by value.
+    """
+    module = getattr(getattr(fn, "__func__", fn), "__module__", None)
+    if not isinstance(module, str) or module == "__main__":
+        return
+    key = (options, module)
+    if key in _modules_checked:
+        return
+    files = []
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):
+        mod = sys.modules.get(".".join(parts[:i]))
+        file = getattr(mod, "__file__", None)
+        if isinstance(file, str) and os.path.isabs(file):
+            files.append(file)
+    if files:
+        who = _identity(options)
+        required, optional = needed_paths()
+        for file in files:
+            check_module_file(file, [*required, *optional], who)
+    _modules_checked.add(key)
+
+
+def _private_tmp(options: Any) -> list[str]:
+    """/tmp and /var/tmp when the unit gets private ones (PrivateTmp=, or DynamicUser=,
+    which implies it): code that lives there is hidden unless bound in."""
+    if _bool(directive_value(options, "PrivateTmp")) or _bool(
+        directive_value(options, "DynamicUser")
+    ):
+        return ["/tmp", "/var/tmp"]
+    return []
+
+
+def reach_directives(
+    options: Any,
+) -> tuple[list[Directive], Directive | None, tuple[str, ...], tuple[Exception, ...]]:
+    """Extra directives that make the interpreter and code reachable (see :mod:`_reach`)."""
+    who = _identity(options)
+    protect_home = directive_value(options, "ProtectHome")
+    if isinstance(protect_home, bool):
+        protect_home = "yes" if protect_home else "no"
+    required, optional = needed_paths()
+    r = plan(
+        required,
+        who,
+        str(protect_home) if protect_home is not None else None,
+        inaccessible=_strings(directive_value(options, "InaccessiblePaths")),
+        temporary=[
+            *_strings(directive_value(options, "TemporaryFileSystem")),
+            *_private_tmp(options),
+        ],
+        optional=optional,
+    )
+    extra = []
+    if r.tmpfs:
+        extra.append(Directive.of("TemporaryFileSystem", [f"{p}:ro" for p in r.tmpfs]))
+    if r.binds:
+        extra.append(Directive.of("BindReadOnlyPaths", list(r.binds)))
+    replaced = Directive.of("ProtectHome", r.protect_home) if r.protect_home else None
+    return extra, replaced, r.notes, r.unreachable
+
+
+def merged_directives(
+    options: Any,
+) -> tuple[list[Any], tuple[str, ...], tuple[Exception, ...]]:
+    """The user's directives merged with the reachability ones, the notes explaining
+    changes, and the optional code paths the sandbox cannot reach."""
+    extra, replaced, notes, unreachable = reach_directives(options)
+    env = getattr(options, "env", ()) or ()
+    if env:
+        extra.append(Directive.of("Environment", [f"{k}={v}" for k, v in env]))
+    by_name: dict[str, Any] = {d.name: d for d in options.directives}
+    if replaced is not None:
+        by_name["ProtectHome"] = replaced
+    for d in extra:
+        if d.name in by_name:
+            by_name[d.name] = by_name[d.name].merge(d)
+        else:
+            by_name[d.name] = d
+    return list(by_name.values()), notes, unreachable
+
+
+def unit_plan(options: Any) -> tuple[list[Property], tuple[str, ...], tuple[Exception, ...]]:
+    """(bus properties, notes on adjustments, unreachable optional code paths)."""
+    directives, notes, unreachable = merged_directives(options)
+    props = bus_properties(directives, getattr(options, "raw", ()) or ())
+    names = {p[0] for p in props}
+    if "TimeoutStopUSec" not in names:
+        # The supervisor exits at once on SIGTERM; no need for systemd's 90 s default.
+        props.append(("TimeoutStopUSec", "t", 5_000_000))
+    return props, notes, unreachable
+
+
+def directive_name(prop: str) -> str:
+    """The unit-file name of a bus property (``CPUQuotaPerSecUSec`` -> ``CPUQuota``)."""
+    try:
+        for spec in DIRECTIVES.values():
+            bus = getattr(spec, "bus_names", None) or ()
+            names = bus if isinstance(bus, (tuple, list)) else (bus,)
+            if prop in names and spec.name != prop:
+                return f"{spec.name} (bus property {prop})"
+    except Exception:  # noqa: BLE001 - naming is best effort
+        pass
+    return prop
+
+
+def bind_code_dir(options: Any, code_dir: str) -> Any:
+    """``options``, plus a read-only bind of ``code_dir`` if a private /tmp would hide it.
+
+    Under ``PrivateTmp=`` the sandbox's /tmp and /var/tmp are new and empty, so
+    code that lives there (a script, a test file) would be missing. Binding
+    exactly that directory, read-only, grants nothing but reading that code.
+    """
+    private = options.get("PrivateTmp")
+    real = os.path.realpath(code_dir)
+    in_tmp = any(real == t or real.startswith(t + "/") for t in ("/tmp", "/var/tmp"))
+    if private is None or private.value is not True or not in_tmp:
+        return options
+    old = options.get("BindReadOnlyPaths")
+    bind = Directive.of("BindReadOnlyPaths", [real])
+    merged = old.merge(bind) if old is not None else bind
+    others = [d for d in options.directives if d.name != "BindReadOnlyPaths"]
+    return attrs.evolve(options, directives=tuple(sorted([*others, merged], key=lambda d: d.name)))

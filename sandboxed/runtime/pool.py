@@ -1,0 +1,207 @@
+"""A sandbox: one transient unit for one option set, and the pool of workers inside it.
+
+The calling thread does its own I/O (:mod:`sandboxed.runtime.call`), which keeps a
+warm call to a single ``sendmsg`` and a few ``recv``s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sandboxed.runtime import call as _call
+from sandboxed.runtime.channel import UnitChannel, WorkerChannel
+from sandboxed.runtime.client import manager_client
+from sandboxed.runtime.launch import exec_properties
+from sandboxed.runtime.plan import check_module, directive_value, unit_plan
+from sandboxed.runtime.stats import CallStats
+
+
+class Sandbox:
+    """All units and workers for one option set in this process."""
+
+    def __init__(self, options: Any, max_workers: int | None = None) -> None:
+        self.options = options
+        self.max_workers = (
+            max_workers or int(getattr(options, "workers", 0) or 0) or min(4, os.cpu_count() or 1)
+        )
+        self._cond = threading.Condition()
+        self._unit: UnitChannel | None = None
+        self._starting = False
+        self._idle: list[WorkerChannel] = []
+        self._busy = 0
+        self._closed = False
+        self._props_cache: list[tuple[str, str, object]] | None = None
+        self.notes: tuple[str, ...] = ()
+        self.unreachable: tuple[Exception, ...] = ()
+        self._reachable_modules: set[str | None] = set()
+        self.tasks_limited = directive_value(options, "TasksMax") is not None
+        self.last_stats: CallStats | None = None
+
+    # -- unit properties ---------------------------------------------------------------
+
+    def base_properties(self) -> list[tuple[str, str, object]]:
+        if self._props_cache is None:
+            self._props_cache, self.notes, self.unreachable = unit_plan(self.options)
+        return self._props_cache
+
+    def check_reachable(self, fn: Callable[..., Any]) -> None:
+        """Raise UnreachableCodeError if ``fn``'s module lies where the sandbox cannot read."""
+        module = getattr(getattr(fn, "__func__", fn), "__module__", None)
+        if module in self._reachable_modules:
+            return  # the hot path: checked on an earlier call
+        self.base_properties()
+        check_module(fn, self.options)
+        if not self.unreachable or module is None or module == "__main__":
+            self._reachable_modules.add(module)
+            return
+        mod = sys.modules.get(module)
+        path = os.path.realpath(getattr(mod, "__file__", None) or "/")
+        for err in self.unreachable:
+            where = getattr(err, "path", "")
+            if where and (path == where or path.startswith(where.rstrip("/") + "/")):
+                raise err
+        self._reachable_modules.add(module)
+
+    def unit_properties(self, ctl_fd: int, diag_fd: int) -> list[tuple[str, str, object]]:
+        """Every property of a new unit: the worker's command and channels, then the plan's."""
+        return [*exec_properties(ctl_fd, diag_fd), *self.base_properties()]
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` was called."""
+        return self._closed
+
+    @property
+    def unit_name(self) -> str | None:
+        u = self._unit
+        return u.name if u is not None else None
+
+    def _new_unit_name(self) -> str:
+        key = getattr(self.options, "key", "0" * 12)[:12]
+        return f"sandboxed-{key}-{os.getpid()}-{secrets.token_hex(3)}.service"
+
+    # -- workers -------------------------------------------------------------------------
+
+    def ensure_unit(self) -> UnitChannel:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError("this sandbox has been shut down")
+                u = self._unit
+                if u is not None and u.alive:
+                    return u
+                if not self._starting:
+                    self._starting = True
+                    break
+                self._cond.wait()
+        try:
+            u = UnitChannel(self._new_unit_name(), self.unit_properties, self._unit_gone)
+            u.start()
+        except BaseException:
+            with self._cond:
+                self._starting = False
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._unit = u
+            self._idle = []
+            self._starting = False
+            self._cond.notify_all()
+        return u
+
+    def acquire(self) -> WorkerChannel:
+        unit = self.ensure_unit()
+        with self._cond:
+            while True:
+                while self._idle:
+                    w = self._idle.pop()
+                    if w.unit is unit and unit.alive and not w.exited.is_set():
+                        self._busy += 1
+                        return w
+                    w.close()
+                if self._busy < self.max_workers:
+                    self._busy += 1
+                    break
+                self._cond.wait()
+        try:
+            return unit.spawn()
+        except BaseException:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify()
+            raise
+
+    def release(self, w: WorkerChannel, healthy: bool) -> None:
+        with self._cond:
+            self._busy -= 1
+            if healthy and not self._closed and w.unit is self._unit and w.unit.alive:
+                self._idle.append(w)
+            else:
+                w.close()
+            self._cond.notify()
+
+    def _unit_gone(self, unit: UnitChannel) -> None:
+        with self._cond:
+            if self._unit is unit:
+                self._unit = None
+            self._idle = [w for w in self._idle if w.unit is not unit]
+            self._cond.notify_all()
+        unit.close()
+        # A unit whose supervisor died may still be loaded (failed): let systemd collect it.
+        with contextlib.suppress(Exception):
+            client = manager_client()
+            client.stop_unit(unit.name, wait=False)
+
+    def recycle(self, unit: UnitChannel) -> None:
+        """Stop ``unit`` (and all its processes); the next call starts a fresh one."""
+        with self._cond:
+            if self._unit is unit:
+                self._unit = None
+            self._cond.notify_all()
+        unit.stop(wait=False)
+
+    def abandon(self) -> None:
+        """In a forked child: drop the parent's channels without touching its units."""
+        unit, self._unit = self._unit, None
+        self._idle = []
+        self._cond = threading.Condition()
+        if unit is not None:
+            unit.close(shutdown=False)
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._cond:
+            self._closed = True
+            unit, self._unit = self._unit, None
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for w in idle:
+            w.close()
+        if unit is not None:
+            unit.stop(wait=wait)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def call(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+        on_start: Callable[[Callable[[], None]], None] | None = None,
+        stats: bool = True,
+        on_partial: Callable[[int, bool, list[bytearray]], None] | None = None,
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a worker and return its result (or raise its error).
+
+        ``on_start`` receives a function that cancels the running call (kills its worker).
+        ``on_partial(index, ok, parts)`` receives each task outcome a batch streams
+        (see :mod:`sandboxed.worker.batch`) as it arrives. The call's resource figures
+        are kept in :func:`sandboxed.runtime.stats.last` and :attr:`last_stats`.
+        """
+        return _call.run(self, fn, args, kwargs, timeout, on_start, stats, on_partial)

@@ -1,0 +1,518 @@
+"""An embedded systemd for hosts whose PID 1 is not systemd (containers, CI).
+
+:func:`start` boots the distribution's ``systemd`` as PID 1 of new PID, mount,
+cgroup and UTS namespaces (see :mod:`sandboxed.systemd.nsinit`) and exposes its private
+socket and its D-Bus system bus socket under a host directory, so callers in
+the host's namespaces connect to it directly. Start is idempotent and guarded
+by a lock file: a second process reuses a running manager, and a stale one
+(dead PID, leftover sockets or cgroups) is cleaned up and replaced.
+:func:`stop` powers it off and removes the cgroups it was given.
+
+Host safety: the manager sees only the units shipped in ``sandboxed/units``
+(its unit search path holds nothing else), runs no generators, mounts and
+unmounts only in its own mount namespace, sees /sys and /proc/sys read-only
+and cannot load kernel modules.
+
+Environment:
+    ``SANDBOXED_EMBEDDED_DIR``  where its state and sockets live
+                                 (default ``/run/sandboxed/embedded``).
+    ``SANDBOXED_SYSTEMD``       the systemd binary (default: the distribution's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+
+from sandboxed._errors import EmbeddedManagerError
+from sandboxed.systemd.cgroups import CgroupMount, cgroup_mounts
+from sandboxed.systemd.nsinit import remove_cgroup_dirs
+
+DEFAULT_DIR = "/run/sandboxed/embedded"
+SYSTEMD_CANDIDATES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
+CHILD_CGROUP = "sandboxed-embedded"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+def state_dir() -> Path:
+    """The directory holding the embedded manager's state and sockets."""
+    return Path(os.environ.get("SANDBOXED_EMBEDDED_DIR", DEFAULT_DIR))
+
+
+@attrs.frozen
+class EmbeddedManager:
+    """A running embedded manager.
+
+    ``address`` is the manager's private socket (peer-to-peer D-Bus);
+    ``bus_address`` its system bus, for ``systemd-run``/``systemctl``
+    (``DBUS_SYSTEM_BUS_ADDRESS``); ``pid`` the host PID of its PID 1.
+    """
+
+    directory: Path
+    pid: int
+    keeper_pid: int
+    cgroup_dirs: tuple[str, ...]
+    layout: str
+
+    @property
+    def run_dir(self) -> Path:
+        return self.directory / "run"
+
+    @property
+    def private_socket(self) -> Path:
+        return self.run_dir / "systemd" / "private"
+
+    @property
+    def bus_socket(self) -> Path:
+        return self.run_dir / "dbus" / "system_bus_socket"
+
+    @property
+    def address(self) -> str:
+        # The manager's private socket refuses peers outside its PID namespace
+        # (it cannot see their PID), so host callers go through its bus.
+        return self.bus_address
+
+    @property
+    def bus_address(self) -> str:
+        return f"unix:path={self.bus_socket}"
+
+    @property
+    def tool_prefix(self) -> list[str]:
+        """Prefix for running ``systemctl``/``systemd-run`` against this manager.
+
+        systemd's tools refuse to talk to a manager unless /run/systemd/system
+        exists, which must not be faked on the host, and the manager's private
+        socket refuses peers it cannot see; so they run in the manager's mount
+        namespace (where /run is its own) and PID namespace.
+        """
+        return [
+            "nsenter",
+            f"--mount=/proc/{self.pid}/ns/mnt",
+            f"--pid=/proc/{self.pid}/ns/pid",
+            "--",
+        ]
+
+
+def _own_cgroups() -> dict[str, str]:
+    """Map of hierarchy key -> this process's cgroup path (key: controllers or "" for v2)."""
+    own: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _num, controllers, path = line.rstrip("\n").split(":", 2)
+            own[controllers] = path
+    return own
+
+
+def _host_path(m: CgroupMount, own: dict[str, str]) -> str:
+    key = "" if m.type == "cgroup2" else ",".join(c for c in m.controllers if c not in ("xattr",))
+    path = own.get(key)
+    if path is None:
+        # /proc/self/cgroup orders controllers its own way; match as sets.
+        for k, v in own.items():
+            if k and set(k.split(",")) == set(key.split(",")):
+                path = v
+                break
+    if path is None:
+        raise EmbeddedManagerError(f"cannot find this process's cgroup in {m.options or 'cgroup2'}")
+    rel = path
+    if m.root != "/" and rel.startswith(m.root):
+        rel = rel[len(m.root) :]
+    base = "/sys/fs/cgroup/" + m.name if m.name else "/sys/fs/cgroup"
+    return os.path.normpath(base + "/" + rel.lstrip("/"))
+
+
+def _prepare_cgroups(
+    layout: str, mounts: list[CgroupMount], child: str
+) -> tuple[list[str], list[str]]:
+    """Create the manager's cgroup below ours in every hierarchy; return (dirs, procs files)."""
+    own = _own_cgroups()
+    dirs: list[str] = []
+    for m in mounts:
+        parent = _host_path(m, own)
+        d = os.path.join(parent, child)
+        if not os.access(parent, os.W_OK):
+            raise EmbeddedManagerError(
+                f"the cgroup file system is not writable at {parent}; the embedded manager "
+                "needs root with write access to its own cgroup (in a container: run it "
+                "privileged, or with a writable cgroup mount)"
+            )
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise EmbeddedManagerError(f"cannot create the cgroup {d}: {e}") from e
+        if "cpuset" in m.controllers:
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                with open(os.path.join(parent, knob)) as src:
+                    value = src.read().strip()
+                with open(os.path.join(d, knob), "w") as dst:
+                    dst.write(value)
+        if layout == "unified":
+            _enable_v2_controllers(parent, d)
+        dirs.append(d)
+    return dirs, [os.path.join(d, "cgroup.procs") for d in dirs]
+
+
+def _enable_v2_controllers(parent: str, child: str) -> None:
+    """Delegate the parent's controllers to our child (pure cgroup2 hosts)."""
+    try:
+        with open(os.path.join(parent, "cgroup.controllers")) as f:
+            available = f.read().split()
+    except OSError:
+        return
+    for c in available:
+        with (
+            contextlib.suppress(OSError),
+            open(os.path.join(parent, "cgroup.subtree_control"), "w") as f,
+        ):
+            f.write(f"+{c}")
+
+
+# -- state ------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _read_state(directory: Path) -> dict[str, object] | None:
+    try:
+        return json.loads((directory / "state.json").read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def _manager_from_state(directory: Path, st: dict[str, object]) -> EmbeddedManager:
+    return EmbeddedManager(
+        directory=directory,
+        pid=int(st["pid"]),  # type: ignore[call-overload]
+        keeper_pid=int(st["keeper_pid"]),  # type: ignore[call-overload]
+        cgroup_dirs=tuple(str(d) for d in st["cgroup_dirs"]),  # type: ignore[attr-defined]
+        layout=str(st["layout"]),
+    )
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _is_running(m: EmbeddedManager) -> bool:
+    from sandboxed.systemd.bus import is_socket_alive
+
+    if not _pid_alive(m.pid):
+        return False
+    try:
+        comm = Path(f"/proc/{m.pid}/comm").read_text().strip()
+    except OSError:
+        return False
+    return comm == "systemd" and is_socket_alive(str(m.bus_socket))
+
+
+def status(directory: Path | None = None) -> EmbeddedManager | None:
+    """The running embedded manager of ``directory``, or None."""
+    directory = directory or state_dir()
+    st = _read_state(directory)
+    if st is None:
+        return None
+    m = _manager_from_state(directory, st)
+    return m if _is_running(m) else None
+
+
+def _log_tail(directory: Path, lines: int = 30) -> str:
+    try:
+        text = (directory / "manager.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def find_systemd() -> str:
+    explicit = os.environ.get("SANDBOXED_SYSTEMD")
+    candidates = (explicit,) if explicit else SYSTEMD_CANDIDATES
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise EmbeddedManagerError(
+        f"no systemd binary found (looked at {', '.join(c for c in candidates if c)}); "
+        "install the distribution's systemd package (apt-get install systemd dbus) "
+        "or set SANDBOXED_SYSTEMD"
+    )
+
+
+def preflight() -> tuple[str, str, list[CgroupMount]]:
+    """Check everything the embedded manager needs; return (systemd, layout, mounts)."""
+    if os.geteuid() != 0:
+        raise EmbeddedManagerError(
+            "the embedded manager needs root (it creates namespaces and cgroups); "
+            f"running as uid {os.geteuid()}. Run as root, or point SANDBOXED_MANAGER "
+            "at a running systemd"
+        )
+    systemd = find_systemd()
+    if not os.access("/usr/bin/dbus-daemon", os.X_OK):
+        raise EmbeddedManagerError(
+            "no /usr/bin/dbus-daemon; install the distribution's dbus package "
+            "(apt-get install dbus)"
+        )
+    layout, mounts = cgroup_mounts()
+    return systemd, layout, mounts
+
+
+def _cleanup_stale(directory: Path, st: dict[str, object] | None) -> None:
+    """Remove what a dead manager left: processes in its cgroups, the cgroups, its /run."""
+    if st is not None:
+        for key in ("keeper_pid", "pid"):
+            pid = int(st.get(key, 0))  # type: ignore[call-overload]
+            if pid > 1 and _pid_alive(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        dirs = [str(d) for d in st.get("cgroup_dirs", [])]  # type: ignore[attr-defined]
+        _kill_cgroups(dirs)
+        remove_cgroup_dirs(dirs)
+    (directory / "state.json").unlink(missing_ok=True)
+    (directory / "pid").unlink(missing_ok=True)
+    _clear_run_dir(directory / "run")
+
+
+def _kill_cgroups(dirs: list[str]) -> None:
+    for _ in range(50):
+        found = False
+        for top in dirs:
+            for d, _sub, files in os.walk(top):
+                if "cgroup.procs" not in files:
+                    continue
+                with contextlib.suppress(OSError):
+                    for pid in Path(d, "cgroup.procs").read_text().split():
+                        found = True
+                        with contextlib.suppress(OSError):
+                            os.kill(int(pid), signal.SIGKILL)
+        if not found:
+            return
+        time.sleep(0.05)
+
+
+def _clear_run_dir(run: Path) -> None:
+    # Only ever our own directory; a live manager's mounts live in its own mount
+    # namespace, so nothing here crosses into another file system.
+    if run.is_dir() and not os.path.ismount(run):
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def _unit_dir(directory: Path) -> Path:
+    src = Path(__file__).resolve().parent.parent / "units"
+    # Inside the manager's namespaces only its /run (our run dir) is visible at
+    # the same place; the unit search path must live there.
+    dst = directory / "run" / "sandboxed" / "units"
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def start(directory: Path | None = None, timeout: float = START_TIMEOUT) -> EmbeddedManager:
+    """Start the embedded manager, or return the one already running.
+
+    Raises :class:`EmbeddedManagerError` (not root, no systemd, unsupported or
+    read-only cgroups, or the manager did not come up within ``timeout``, with
+    the tail of its log).
+    """
+    directory = Path(directory or state_dir())
+    running = status(directory)
+    if running is not None:
+        return running
+    systemd, layout, mounts = preflight()
+    with _locked(directory):
+        st = _read_state(directory)
+        if st is not None:
+            m = _manager_from_state(directory, st)
+            if _is_running(m):
+                return m
+        _cleanup_stale(directory, st)
+        return _boot(directory, systemd, layout, mounts, timeout)
+
+
+def _boot(
+    directory: Path, systemd: str, layout: str, mounts: list[CgroupMount], timeout: float
+) -> EmbeddedManager:
+    cgroup_dirs, procs = _prepare_cgroups(layout, mounts, _child_cgroup(directory))
+    run = directory / "run"
+    run.mkdir(mode=0o755, exist_ok=True)
+    _unit_dir(directory)
+    empty = run / "sandboxed" / "empty"
+    empty.mkdir(mode=0o755, parents=True, exist_ok=True)
+    log = directory / "manager.log"
+    log.write_bytes(b"")
+    links = []
+    for entry in os.scandir("/sys/fs/cgroup"):
+        if entry.is_symlink():
+            links.append((entry.name, os.readlink(entry.path)))
+    cfg = {
+        "systemd": systemd,
+        "cgroup_procs": procs,
+        "cgroup_dirs": cgroup_dirs,
+        "cgroup_mounts": [attrs.asdict(m) for m in mounts],
+        "cgroup_links": links if layout != "unified" else [],
+        "run_dir": str(run),
+        "unit_dir": "/run/sandboxed/units",
+        "empty_dir": "/run/sandboxed/empty",
+        "log": str(log),
+        "pid_file": str(directory / "pid"),
+        "log_level": os.environ.get("SANDBOXED_EMBEDDED_LOG_LEVEL", "info"),
+    }
+    with open(log, "ab") as logf:
+        keeper = subprocess.Popen(
+            [sys.executable, "-m", "sandboxed.systemd.nsinit", json.dumps(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _package_root()},
+        )
+    deadline = time.monotonic() + timeout
+    pid = 0
+    while time.monotonic() < deadline:
+        if keeper.poll() is not None:
+            break
+        try:
+            pid = int((directory / "pid").read_text().split()[0])
+            break
+        except (OSError, ValueError, IndexError):
+            time.sleep(0.01)
+    if not pid:
+        _abort(keeper, cgroup_dirs)
+        raise EmbeddedManagerError(
+            "the embedded manager did not start", log_tail=_log_tail(directory)
+        )
+    m = EmbeddedManager(directory, pid, keeper.pid, tuple(cgroup_dirs), layout)
+    (directory / "state.json").write_text(
+        json.dumps(
+            {
+                "pid": pid,
+                "keeper_pid": keeper.pid,
+                "cgroup_dirs": cgroup_dirs,
+                "layout": layout,
+                "started": time.time(),
+            }
+        )
+    )
+    try:
+        _wait_ready(m, keeper, deadline)
+    except BaseException:
+        _abort(keeper, cgroup_dirs)
+        _cleanup_stale(directory, _read_state(directory))
+        raise
+    return m
+
+
+def _child_cgroup(directory: Path) -> str:
+    """The cgroup name of the manager of ``directory`` (two state dirs never share one)."""
+    import hashlib
+
+    if str(directory) == DEFAULT_DIR:
+        return CHILD_CGROUP
+    return f"{CHILD_CGROUP}-{hashlib.sha256(str(directory).encode()).hexdigest()[:10]}"
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parents[2])
+
+
+def _abort(keeper: subprocess.Popen[bytes], cgroup_dirs: list[str]) -> None:
+    # Kill what runs in the manager's cgroups first and let the keeper reap its
+    # PID 1: a keeper killed first would leave PID 1 to a host init that may
+    # never reap it.
+    _kill_cgroups(cgroup_dirs)
+    try:
+        keeper.wait(5)
+    except subprocess.TimeoutExpired:
+        keeper.kill()
+        keeper.wait(5)
+    remove_cgroup_dirs(cgroup_dirs)
+
+
+def _wait_ready(m: EmbeddedManager, keeper: subprocess.Popen[bytes], deadline: float) -> None:
+    from sandboxed.systemd.bus import ManagerClient, is_socket_alive
+
+    while time.monotonic() < deadline:
+        if keeper.poll() is not None or not _pid_alive(m.pid):
+            raise EmbeddedManagerError(
+                "the embedded manager exited while booting", log_tail=_log_tail(m.directory)
+            )
+        if is_socket_alive(str(m.private_socket)) and is_socket_alive(str(m.bus_socket)):
+            try:
+                client = ManagerClient(m.address)
+            except Exception:
+                time.sleep(0.02)
+                continue
+            try:
+                state = client.get_property(
+                    "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "SystemState"
+                )
+            finally:
+                client.close()
+            if state in ("running", "degraded"):
+                return
+        time.sleep(0.02)
+    raise EmbeddedManagerError(
+        f"the embedded manager did not come up within {START_TIMEOUT:g} s",
+        log_tail=_log_tail(m.directory),
+    )
+
+
+def stop(directory: Path | None = None, timeout: float = STOP_TIMEOUT) -> bool:
+    """Power the embedded manager off and remove its cgroups and sockets.
+
+    Returns True if a manager was running. Stops every unit it ran (they are
+    stopped cleanly through shutdown.target; what remains after ``timeout``
+    is killed).
+    """
+    directory = Path(directory or state_dir())
+    if not directory.exists():
+        return False
+    with _locked(directory):
+        st = _read_state(directory)
+        if st is None:
+            _clear_run_dir(directory / "run")
+            return False
+        m = _manager_from_state(directory, st)
+        was_running = _pid_alive(m.pid)
+        if was_running:
+            with contextlib.suppress(OSError):
+                os.kill(m.pid, signal.SIGRTMIN + 4)
+            deadline = time.monotonic() + timeout
+            while _pid_alive(m.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        keeper_deadline = time.monotonic() + 5
+        while _pid_alive(m.keeper_pid) and time.monotonic() < keeper_deadline:
+            time.sleep(0.02)
+        _cleanup_stale(directory, st)
+        left = remove_cgroup_dirs(list(m.cgroup_dirs), timeout=2)
+        if left:
+            raise EmbeddedManagerError(f"cgroups left behind after stop: {', '.join(left)}")
+        return was_running

@@ -1,0 +1,144 @@
+"""Finding the service manager to start units with.
+
+Order (first that applies wins):
+
+1. an address passed by the caller (``sandboxed.configure(manager=...)``);
+2. the ``SANDBOXED_MANAGER`` environment variable (a D-Bus address such as
+   ``unix:path=/run/dbus/system_bus_socket``, or a socket path);
+3. the host's systemd when PID 1 is systemd: its private socket
+   ``/run/systemd/private`` as root, the system bus otherwise;
+4. the embedded manager (:mod:`sandboxed.embedded`): a running one is reused,
+   otherwise it is started — unless ``SANDBOXED_EMBEDDED=0``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import attrs
+
+from sandboxed._errors import ManagerNotFoundError
+
+ENV_ADDRESS = "SANDBOXED_MANAGER"
+ENV_EMBEDDED = "SANDBOXED_EMBEDDED"
+
+
+@attrs.frozen
+class ManagerLocation:
+    """Where a manager is and how it was found.
+
+    ``kind`` is ``"explicit"``, ``"environment"``, ``"host"`` or ``"embedded"``.
+    ``tool_prefix`` runs systemd's own tools (systemctl, systemd-run) against it.
+    ``cgroup_root`` maps the manager's cgroup paths to host paths (hierarchy name -> dir).
+    """
+
+    address: str
+    kind: str
+    tool_prefix: tuple[str, ...] = ()
+    cgroup_roots: tuple[tuple[str, str], ...] = ()
+    layout: str = ""
+
+    def cgroup_dir(self, hierarchy: str, control_group: str) -> str | None:
+        """Host path of a unit's ``ControlGroup`` in ``hierarchy`` (``unified``, ``memory``...)."""
+        for name, root in self.cgroup_roots:
+            if name == hierarchy:
+                return os.path.normpath(root + "/" + control_group.lstrip("/"))
+        return None
+
+
+def host_systemd_running() -> bool:
+    """True when PID 1 of this PID namespace is systemd (sd_booted semantics)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def _host_cgroup_roots() -> tuple[tuple[str, str], ...]:
+    from sandboxed.systemd.cgroups import cgroup_mounts
+
+    try:
+        _layout, mounts = cgroup_mounts()
+    except Exception:
+        return ()
+    roots = []
+    for m in mounts:
+        name = "unified" if m.type == "cgroup2" else m.name
+        roots.append((name, "/sys/fs/cgroup/" + m.name if m.name else "/sys/fs/cgroup"))
+    return tuple(roots)
+
+
+def locate(address: str | None = None, start_embedded: bool | None = None) -> ManagerLocation:
+    """Find (or start) the manager; see the module docstring for the order."""
+    if address:
+        return ManagerLocation(_normalise(address), "explicit")
+    env = os.environ.get(ENV_ADDRESS)
+    if env:
+        return ManagerLocation(_normalise(env), "environment")
+    if host_systemd_running():
+        if os.geteuid() == 0 and os.path.exists("/run/systemd/private"):
+            addr = "unix:path=/run/systemd/private"
+        else:
+            addr = os.environ.get(
+                "DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket"
+            )
+        return ManagerLocation(addr, "host", (), _host_cgroup_roots())
+    from sandboxed.systemd import embedded
+
+    m = embedded.status()
+    if m is None:
+        if start_embedded is None:
+            start_embedded = os.environ.get(ENV_EMBEDDED, "1").lower() not in ("0", "no", "false")
+        if not start_embedded:
+            raise ManagerNotFoundError(
+                "no systemd service manager found: PID 1 is not systemd, "
+                f"{ENV_ADDRESS} is not set and starting the embedded manager is turned off "
+                f"({ENV_EMBEDDED}=0); start it with `python -m sandboxed embedded start`, or set "
+                f"{ENV_ADDRESS} to a manager's D-Bus address"
+            )
+        m = embedded.start()
+    return embedded_location(m)
+
+
+def embedded_location(m: object) -> ManagerLocation:
+    from sandboxed.systemd.embedded import EmbeddedManager
+
+    assert isinstance(m, EmbeddedManager)
+    roots = []
+    for d in m.cgroup_dirs:
+        rel = d[len("/sys/fs/cgroup/") :]
+        name = "unified" if m.layout == "unified" else rel.split("/", 1)[0]
+        roots.append((name, d))
+    return ManagerLocation(m.address, "embedded", tuple(m.tool_prefix), tuple(roots), m.layout)
+
+
+def _normalise(address: str) -> str:
+    if address.startswith("/"):
+        return f"unix:path={address}"
+    return address
+
+
+_lock = threading.Lock()
+_location: ManagerLocation | None = None
+_explicit: str | None = None
+
+
+def configure(manager: str | None = None) -> None:
+    """Use the manager at ``manager`` (a D-Bus address or socket path) from now on."""
+    global _explicit, _location
+    with _lock:
+        _explicit = manager
+        _location = None
+
+
+def current() -> ManagerLocation:
+    """The manager this process uses (found once, then cached)."""
+    global _location
+    with _lock:
+        if _location is None:
+            _location = locate(_explicit)
+        return _location
+
+
+def forget() -> None:
+    """Forget the cached location (after a fork, or when the manager went away)."""
+    global _location
+    _location = None

@@ -1,0 +1,524 @@
+"""Packaging of calls, results and exceptions for the trip across the sandbox boundary.
+
+This is the only module that imports dill (STYLE.md). Everything that crosses the
+boundary is a list of *parts*::
+
+    parts = dumps_call(fn, args, kwargs)     # list[bytes | memoryview]
+    parts[0]                                 # the main stream
+    parts[1:]                                # out-of-band buffers, in order
+    fn, args, kwargs = loads_call(parts[0], parts[1:])
+
+The transport writes the parts as they are (``sendmsg``/``writev``; nothing has been
+copied into one big buffer) with their lengths, and hands the receiving side the main
+stream and the buffers, each as any bytes-like object. A ``bytes`` value is rebuilt
+from a buffer received as ``bytes`` without a copy (otherwise it is copied), a
+``bytearray`` value from a buffer received as ``bytearray`` (which the value then
+owns: do not reuse it), and values supporting pickle protocol 5 out-of-band data
+(numpy arrays) use the buffer in place. The main stream may be a ``bytes``,
+``bytearray`` or ``memoryview``.
+
+Trusted mode (the default): pickle protocol 5
+    The main stream is one kind byte and a pickle stream:
+
+    - ``P``: plain pickle, no persistent ids; loaded with the C unpickler.
+    - ``Q``: pickle with persistent ids: an int ``k >= 0`` means ``bytes`` made from
+      ``buffers[k]``, ``-1 - k`` a ``bytearray`` made from it. ``bytes`` and ``bytearray``
+      values of at least ``OUT_OF_BAND_THRESHOLD`` travel this way so that they are
+      never copied into the stream. The other buffers are protocol-5 ``PickleBuffer``
+      data (``NEXT_BUFFER``: numpy arrays...), in stream order.
+    - ``D``: the same, produced by dill and loaded with dill's unpickler.
+
+    Pickling tries the C pickler first (it is ~10x faster than dill and handles every
+    function importable by reference); dill takes over when that fails or when
+    something from ``__main__`` must travel by value (the worker has the caller's
+    ``sys.path`` but not its ``__main__``). Dill runs with ``recurse=True`` so that a
+    by-value function carries the globals it uses rather than expecting them in the
+    worker's ``__main__``. Unpickling is code execution: only do it with data from a
+    trusted peer.
+
+Safe mode (``safe=True``, for results of untrusted code)
+    Results and exceptions travel in the plain-data codec of :mod:`sandboxed.wire.codec`
+    (``parts[0]`` is the codec stream, large bytes follow as buffers). Decoding runs no
+    code from the sandbox. The mode is chosen by the receiver's own configuration,
+    never by anything in the data: a safe receiver never unpickles.
+
+Exceptions
+    The envelope is always a codec stream of ``(type_name, message, traceback_text,
+    pickled)``, ``pickled`` being a trusted-mode main stream (without out-of-band
+    buffers) of the exception itself, or None. The sender only includes it when the
+    exception is an ``Exception`` and survives a pickle round trip on its side. The
+    receiver returns the exception itself with ``__cause__`` set to
+    :class:`RemoteTraceback` (as concurrent.futures does), or, when it cannot be
+    rebuilt (or in safe mode), a :class:`RemoteError` with the type name, message and
+    traceback text, its ``__cause__`` also the :class:`RemoteTraceback`.
+
+    ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit`` and every other
+    ``BaseException`` that is not an ``Exception`` never come back as themselves: raised
+    in the caller they would stop it. They come back as ``RemoteError`` whose
+    ``type_name`` is their type name (``"SystemExit"``) and whose ``message`` is
+    ``str(exc)`` -- for ``SystemExit`` that is its code (``"3"``; ``""`` for
+    ``sys.exit()``).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import types
+
+from sandboxed._errors import (
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+    UnsafeResultError,
+)
+from sandboxed.wire import codec
+
+# Workers import this module before their first call: typing and traceback (~10 ms)
+# are left out of that path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any, NoReturn, TypeAlias
+
+__all__ = [
+    "OUT_OF_BAND_THRESHOLD",
+    "Buffer",
+    "dumps_call",
+    "dumps_exception",
+    "dumps_result",
+    "loads_call",
+    "loads_exception",
+    "loads_result",
+]
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+PROTOCOL = 5
+OUT_OF_BAND_THRESHOLD = 64 * 1024
+"""bytes values at least this large travel as out-of-band buffers, never copied."""
+
+_PLAIN = b"P"
+_PERSISTENT = b"Q"
+_DILL = b"D"
+
+# The C pickler hands a bytes payload this large to file.write() as the object itself
+# (CPython's FRAME_SIZE_TARGET), which is how the first pass notices large bytes cheaply.
+_FRAME_SIZE_TARGET = 64 * 1024
+
+
+# -- pickling --------------------------------------------------------------------------------
+
+
+class _NeedsDill(Exception):
+    """Internal: the C pickler met something that must travel by value."""
+
+
+class _Sink:
+    """A write-only file that keeps what the pickler writes, noticing large bytes payloads."""
+
+    __slots__ = ("chunks", "large")
+
+    def __init__(self, kind: bytes) -> None:
+        self.chunks: list[bytes] = [kind]
+        self.large = False
+
+    def write(self, data: bytes) -> int:
+        chunks = self.chunks
+        # A large bytes (bytearray) value arrives as its own write, right after the chunk
+        # that ends with its BINBYTES/BINBYTES8 (BYTEARRAY8) header.
+        size = len(data)
+        if size >= _FRAME_SIZE_TARGET and type(data) in (bytes, bytearray):
+            last = chunks[-1]
+            long_size = size.to_bytes(8, "little")
+            if (
+                last.endswith(b"B" + size.to_bytes(4, "little"))
+                or last.endswith(b"\x8e" + long_size)
+                or last.endswith(b"\x96" + long_size)
+            ):
+                self.large = True
+        chunks.append(data)
+        return size
+
+    def stream(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class _ByValueMain:
+    """Mixin: refuse to pickle ``__main__`` functions and classes by reference."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (
+            isinstance(obj, types.FunctionType | type)
+            and getattr(obj, "__module__", None) == "__main__"
+        ):
+            raise _NeedsDill
+        return NotImplemented
+
+
+class _Persistent:
+    """Mixin: large bytes and bytearray values become persistent ids (buffer indices)."""
+
+    parts: list[Buffer]
+    _seen: dict[int, int]
+
+    def persistent_id(self, obj: Any) -> int | None:
+        kind = type(obj)
+        if (kind is bytes or kind is bytearray) and len(obj) >= OUT_OF_BAND_THRESHOLD:
+            index = self._seen.get(id(obj))
+            if index is None:
+                index = self._seen[id(obj)] = len(self.parts) - 1
+                self.parts.append(obj)
+            return index if kind is bytes else -1 - index
+        return None
+
+    def buffer_callback(self, buf: pickle.PickleBuffer) -> bool:
+        return _out_of_band(self.parts, buf)
+
+
+def _out_of_band(parts: list[Buffer], buf: pickle.PickleBuffer) -> bool:
+    """A pickler's buffer_callback: collect contiguous buffers, keep the others in-band."""
+    try:
+        parts.append(buf.raw())
+    except BufferError:
+        return True
+    return False
+
+
+class _FastPickler(_ByValueMain, pickle.Pickler):
+    pass
+
+
+class _FastPersistentPickler(_Persistent, _ByValueMain, pickle.Pickler):
+    def __init__(self, file: io.BytesIO, parts: list[Buffer]) -> None:
+        self.parts = parts
+        self._seen = {}
+        super().__init__(file, PROTOCOL, buffer_callback=self.buffer_callback)
+
+
+# dill is imported only when something needs it (~50 ms, and most calls never do): a
+# worker that only ever sees C-pickle streams starts without it.
+_dill_classes: tuple[type[Any], type[Any], type[Any]] | None = None
+
+
+def _dill() -> tuple[type[Any], type[Any], type[Any]]:
+    """(dill.Pickler, our pickler, our unpickler), importing dill on first use."""
+    global _dill_classes
+    if _dill_classes is None:
+        import dill
+
+        class _DillPickler(_Persistent, dill.Pickler):  # type: ignore[misc]
+            def __init__(self, file: io.BytesIO, parts: list[Buffer]) -> None:
+                self.parts = parts
+                self._seen = {}
+                super().__init__(
+                    file, PROTOCOL, buffer_callback=self.buffer_callback, recurse=True, byref=False
+                )
+
+        class _DillUnpickler(_Loader, dill.Unpickler):  # type: ignore[misc]
+            def __init__(self, file: io.BytesIO, buffers: Sequence[Buffer]) -> None:
+                super().__init__(file, buffers=self._setup(buffers))
+
+        _dill_classes = (dill.Pickler, _DillPickler, _DillUnpickler)
+    return _dill_classes
+
+
+def _pickle_fast(obj: object) -> list[Buffer]:
+    parts: list[Buffer] = [b""]
+    sink = _Sink(_PLAIN)
+    pickler = _FastPickler(sink, PROTOCOL, buffer_callback=lambda b: _out_of_band(parts, b))
+    pickler.dump(obj)
+    if not sink.large:
+        parts[0] = sink.stream()
+        return parts
+    # Large bytes are in the stream, not yet copied: pickle again, sending them out-of-band.
+    parts = [b""]
+    file = io.BytesIO()
+    file.write(_PERSISTENT)
+    _FastPersistentPickler(file, parts).dump(obj)
+    parts[0] = file.getvalue()
+    return parts
+
+
+def _pickle_dill(obj: object) -> list[Buffer]:
+    parts: list[Buffer] = [b""]
+    file = io.BytesIO()
+    file.write(_DILL)
+    _dill()[1](file, parts).dump(obj)
+    parts[0] = file.getvalue()
+    return parts
+
+
+def _pickle(obj: object) -> list[Buffer]:
+    """Pickle with the C pickler, or with dill when that fails; raise what dill raised."""
+    try:
+        return _pickle_fast(obj)
+    except Exception:
+        pass
+    return _pickle_dill(obj)
+
+
+def _describe(exc: BaseException) -> str:
+    text = _safe_str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- unpickling ------------------------------------------------------------------------------
+
+
+class _Loader:
+    """Mixin: resolve persistent ids to buffers; hand the rest out as NEXT_BUFFER data."""
+
+    def _setup(self, buffers: Sequence[Buffer]) -> Iterator[Buffer]:
+        self._buffers = buffers
+        self._claimed: dict[int, bytes | bytearray] = {}
+        return self._next_buffers()
+
+    def _next_buffers(self) -> Iterator[Buffer]:
+        # NEXT_BUFFER takes the next buffer not claimed by a persistent id: the stream
+        # refers to buffers in the order they were appended, so every persistent id
+        # before this opcode has already been loaded.
+        for index, buf in enumerate(self._buffers):
+            if index not in self._claimed:
+                yield buf
+
+    def persistent_load(self, pid: Any) -> bytes | bytearray:
+        index = pid if type(pid) is int and pid >= 0 else -1 - pid
+        if type(pid) is not int or not 0 <= index < len(self._buffers):
+            raise pickle.UnpicklingError(f"invalid out-of-band buffer reference {pid!r}")
+        loaded = self._claimed.get(index)
+        if loaded is None:
+            buf = self._buffers[index]
+            kind = bytes if pid >= 0 else bytearray
+            loaded = self._claimed[index] = buf if type(buf) is kind else kind(buf)
+        return loaded
+
+
+class _PersistentUnpickler(_Loader, pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, buffers: Sequence[Buffer]) -> None:
+        super().__init__(file, buffers=self._setup(buffers))
+
+
+def _unpickle(main: Buffer, buffers: Sequence[Buffer]) -> Any:
+    view = memoryview(main).cast("B")
+    if not view:
+        raise pickle.UnpicklingError("empty stream")
+    kind = bytes(view[:1])
+    if kind == _PLAIN:
+        return pickle.loads(view[1:], buffers=buffers)
+    if kind == _PERSISTENT:
+        return _PersistentUnpickler(io.BytesIO(view[1:]), buffers).load()
+    if kind == _DILL:
+        return _dill()[2](io.BytesIO(view[1:]), buffers).load()
+    raise pickle.UnpicklingError(f"unknown stream kind {kind!r}")
+
+
+# -- calls -----------------------------------------------------------------------------------
+
+
+def dumps_call(
+    fn: Callable[..., object], args: Sequence[object], kwargs: dict[str, object]
+) -> list[Buffer]:
+    """Package a call ``fn(*args, **kwargs)`` for the worker: ``[main, *buffers]``.
+
+    Functions importable by reference travel by reference; ``__main__`` code,
+    lambdas, closures and nested functions travel by value (dill).
+
+    Raises :class:`SerializationError` whose ``which`` names the first part that
+    cannot be pickled: ``"function"``, ``"argument 0"``, ``"argument 'name'"`` (or
+    ``"call"`` when only the combination fails).
+    """
+    call = (fn, tuple(args), dict(kwargs))
+    try:
+        return _pickle(call)
+    except Exception as exc:
+        whole = exc
+    parts: list[tuple[str, object]] = [("function", fn)]
+    parts += [(f"argument {i}", arg) for i, arg in enumerate(args)]
+    parts += [(f"argument {name!r}", value) for name, value in kwargs.items()]
+    for which, part in parts:
+        try:
+            _pickle(part)
+        except Exception as exc:
+            raise SerializationError(which, _describe(exc)) from exc
+    raise SerializationError("call", _describe(whole)) from whole
+
+
+def loads_call(
+    main: Buffer, buffers: Sequence[Buffer] = ()
+) -> tuple[Callable[..., object], tuple[object, ...], dict[str, object]]:
+    """Unpack what :func:`dumps_call` made into ``(fn, args, kwargs)`` (runs pickled code).
+
+    Raises :class:`SerializationError` (``which="call"``) when it cannot be rebuilt.
+    """
+    try:
+        call = _unpickle(main, buffers)
+    except Exception as exc:
+        raise SerializationError("call", f"cannot be rebuilt: {_describe(exc)}") from exc
+    if (
+        type(call) is not tuple
+        or len(call) != 3
+        or not callable(call[0])
+        or type(call[1]) is not tuple
+        or type(call[2]) is not dict
+    ):
+        raise SerializationError("call", "the stream does not hold (fn, args, kwargs)")
+    return call[0], call[1], call[2]
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+def dumps_result(value: object, *, safe: bool = False) -> list[Buffer]:
+    """Package a function's return value: ``[main, *buffers]``.
+
+    With ``safe=True`` the value is encoded as plain data (see :mod:`sandboxed.wire.codec`).
+
+    Raises :class:`SerializationError` (``which="result"``) when it cannot be pickled,
+    and, with ``safe=True``, :class:`UnsafeResultError` when it is not plain data.
+    """
+    if safe:
+        return codec.encode_parts(value, root="result")
+    try:
+        return _pickle(value)
+    except Exception as exc:
+        raise SerializationError("result", _describe(exc)) from exc
+
+
+def loads_result(main: Buffer, buffers: Sequence[Buffer] = (), *, safe: bool = False) -> object:
+    """Unpack what :func:`dumps_result` made with the same ``safe``.
+
+    With ``safe=True`` no code runs, whatever the data holds.
+
+    Raises :class:`SerializationError` (``which="result"``) when it cannot be
+    unpickled, and, with ``safe=True``, :class:`UnsafeResultError` when it is not a
+    well-formed plain-data stream.
+    """
+    if safe:
+        return codec.decode(main, buffers)
+    try:
+        return _unpickle(main, buffers)
+    except Exception as exc:
+        raise SerializationError("result", f"cannot be rebuilt: {_describe(exc)}") from exc
+
+
+# -- exceptions ------------------------------------------------------------------------------
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__} object>"
+
+
+def _type_name(cls: type) -> str:
+    module = getattr(cls, "__module__", None)
+    name = getattr(cls, "__qualname__", cls.__name__)
+    return name if module in (None, "builtins", "__main__") else f"{module}.{name}"
+
+
+def _format(exc: BaseException) -> str:
+    import traceback
+
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:
+        return (
+            f"{_type_name(type(exc))}: {_safe_str(exc)}\n(the traceback could not be formatted)\n"
+        )
+
+
+def _pickled_exception(exc: BaseException) -> bytes | None:
+    """The exception as a trusted-mode stream, if it is an Exception that survives a round trip."""
+    if not isinstance(exc, Exception):
+        return None
+    try:
+        # In-band only: the envelope carries one stream.
+        stream = _pickle_inline(exc)
+        rebuilt = _unpickle(stream, ())
+    except Exception:
+        return None
+    # A class that travelled by value is rebuilt as a new class object: compare names.
+    same = type(rebuilt).__qualname__ == type(exc).__qualname__
+    return stream if same and isinstance(rebuilt, Exception) else None
+
+
+def _pickle_inline(obj: object) -> bytes:
+    def refuse_out_of_band(buf: pickle.PickleBuffer) -> bool:
+        return True
+
+    try:
+        file = io.BytesIO()
+        file.write(_PLAIN)
+        _FastPickler(file, PROTOCOL, buffer_callback=refuse_out_of_band).dump(obj)
+        return file.getvalue()
+    except Exception:
+        pass
+    file = io.BytesIO()
+    file.write(_DILL)
+    _dill()[0](file, PROTOCOL, buffer_callback=refuse_out_of_band, recurse=True, byref=False).dump(
+        obj
+    )
+    return file.getvalue()
+
+
+def dumps_exception(exc: BaseException, *, safe: bool = False) -> list[Buffer]:
+    """Package an exception raised by the function: ``[main, *buffers]``. Never raises.
+
+    Carries its type name, ``str()`` and formatted traceback, and, unless ``safe``,
+    the exception itself when it is an ``Exception`` that pickles and unpickles.
+    """
+    pickled = None if safe else _pickled_exception(exc)
+    envelope = (_type_name(type(exc)), _safe_str(exc), _format(exc), pickled)
+    return codec.encode_parts(envelope, root="exception")
+
+
+def _bad_envelope(why: str) -> NoReturn:
+    raise RemoteError("<unknown>", f"the worker sent a malformed exception: {why}")
+
+
+def loads_exception(
+    main: Buffer, buffers: Sequence[Buffer] = (), *, safe: bool = False
+) -> BaseException:
+    """Rebuild what :func:`dumps_exception` made, as an exception for the caller to raise.
+
+    Returns the user's exception with ``__cause__`` set to :class:`RemoteTraceback`,
+    or a :class:`RemoteError` (also with that cause) when it cannot be rebuilt, is not
+    an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``...), or ``safe`` is true
+    (then nothing is unpickled). An ``UnsafeResultError`` raised in the worker (a result
+    that is not plain data, in safe mode) comes back as :class:`UnsafeResultError` in
+    both modes. Raises :class:`RemoteError` only when the envelope itself is malformed.
+    """
+    try:
+        envelope = codec.decode(main, buffers)
+    except UnsafeResultError as exc:
+        _bad_envelope(str(exc))
+    if type(envelope) is not tuple or len(envelope) != 4:
+        _bad_envelope("not a 4-tuple")
+    type_name, message, tb_text, pickled = envelope
+    if type(type_name) is not str or type(message) is not str or type(tb_text) is not str:
+        _bad_envelope("type name, message and traceback must be str")
+    if pickled is not None and type(pickled) is not bytes:
+        _bad_envelope("the pickled exception must be bytes or None")
+    cause = RemoteTraceback(tb_text)
+    if pickled is not None and not safe:
+        try:
+            rebuilt = _unpickle(pickled, ())
+        except Exception:
+            rebuilt = None
+        if isinstance(rebuilt, Exception):
+            rebuilt.__cause__ = cause
+            return rebuilt
+    error: Exception
+    if type_name == _UNSAFE_RESULT:
+        # The worker could not encode the result as plain data: the error safe mode
+        # promises. Rebuilding our own class from a str runs nothing from the sandbox.
+        error = UnsafeResultError(message)
+    else:
+        error = RemoteError(type_name, message, tb_text)
+    error.__cause__ = cause
+    return error
+
+
+_UNSAFE_RESULT = _type_name(UnsafeResultError)

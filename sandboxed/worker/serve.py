@@ -1,0 +1,228 @@
+"""A worker: the process forked for one caller's socket, which runs the calls.
+
+It serves CALL frames on its own socket, forwards the call's stdout, stderr and
+log records to the caller as OUTPUT and LOG frames, and answers with RESULT or
+ERROR. Imported in the sandbox before any user code: stdlib and
+:mod:`sandboxed.wire` only.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import threading
+
+from sandboxed.wire import codec, frames
+from sandboxed.wire.framing import FrameType, recv_frame, send_frame
+from sandboxed.worker._util import suppress as _suppress
+
+TYPE_CHECKING = False  # typing stays out of the unit's start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class _Output:
+    """Forward what is written to fds 1 and 2 (Python and C level) as OUTPUT frames.
+
+    The pump reads a pipe only while it holds the send lock, so when a call ends
+    the worker can drain both pipes and send the result after everything the
+    call printed: nothing printed can overtake or trail its result.
+    """
+
+    def __init__(self, sock: socket.socket, lock: threading.Lock) -> None:
+        self.sock = sock
+        self.lock = lock
+        self.pipes: dict[int, bytes] = {}
+        for fd, name in ((1, b"stdout"), (2, b"stderr")):
+            r, w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(r, False)
+            os.dup2(w, fd)
+            os.close(w)
+            self.pipes[r] = name
+        self.poller = select.poll()
+        for r in self.pipes:
+            self.poller.register(r, select.POLLIN)
+        text = {"buffering": 1, "encoding": "utf-8", "errors": "backslashreplace"}
+        sys.stdout = open(1, "w", closefd=False, **text)  # type: ignore[call-overload]  # noqa: SIM115
+        sys.stderr = open(2, "w", closefd=False, **text)  # type: ignore[call-overload]  # noqa: SIM115
+        threading.Thread(target=self._pump, name="sandboxed-output", daemon=True).start()
+
+    def _pump(self) -> None:
+        while True:
+            ready, _, _ = select.select(list(self.pipes), [], [])
+            with self.lock:
+                self._drain(ready)
+
+    def _drain(self, fds: list[int]) -> None:
+        for r in fds:
+            while True:
+                try:
+                    data = os.read(r, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                send_frame(self.sock, FrameType.OUTPUT, [self.pipes[r], data])
+
+    def flush_locked(self) -> None:
+        """With the send lock held: forward everything printed so far."""
+        for stream in (sys.stdout, sys.stderr):
+            with _suppress(OSError, ValueError):
+                stream.flush()
+        # One poll rather than a failing read per pipe: usually nothing was printed.
+        ready = [fd for fd, _ in self.poller.poll(0)]
+        if ready:
+            self._drain(ready)
+
+
+class _Logs:
+    """Send the worker's log records to the caller, as plain data.
+
+    ``logging`` costs a cold start ~10 ms to import, and most calls never log:
+    the handler is installed when (if) the call's code imports ``logging``,
+    through a one-shot import hook, so no record is missed.
+    """
+
+    WARNING = 30
+
+    def __init__(self, sock: socket.socket, lock: threading.Lock) -> None:
+        self.sock = sock
+        self.lock = lock
+        self.level = self.WARNING
+        self.root: Any = None
+        if "logging" in sys.modules:
+            self._install(sys.modules["logging"])
+        else:
+            sys.meta_path.insert(0, self)
+
+    def set_level(self, level: int) -> None:
+        self.level = level
+        if self.root is not None and self.root.level != level:
+            self.root.setLevel(level)  # clears every logger's cache: only when it changes
+
+    # -- the import hook (importlib's MetaPathFinder protocol) ---------------------------
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "logging":
+            return None
+        sys.meta_path.remove(self)
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_install(module: Any) -> None:
+            exec_module(module)
+            self._install(module)
+
+        spec.loader.exec_module = exec_then_install  # type: ignore[method-assign]
+        return spec
+
+    def _install(self, logging: Any) -> None:
+        logs = self
+
+        class Handler(logging.Handler):  # type: ignore[misc]
+            def emit(self, record: Any) -> None:
+                try:
+                    exc_text = None
+                    if record.exc_info:
+                        exc_text = logging.Formatter().formatException(record.exc_info)
+                    data = {name: getattr(record, name, None) for name in frames.LOG_FIELDS}
+                    data["msg"] = record.getMessage()
+                    data["exc_text"] = exc_text
+                    with logs.lock:
+                        send_frame(logs.sock, FrameType.LOG, [codec.encode(data)])
+                except Exception:
+                    self.handleError(record)
+
+        root = logging.getLogger()
+        root.handlers[:] = [Handler()]
+        root.setLevel(self.level)
+        self.root = root
+
+
+def serve(sock: socket.socket) -> None:
+    """Serve calls on ``sock`` until the caller closes it."""
+    from sandboxed import _context
+    from sandboxed.wire import serial
+
+    _context.IN_WORKER = True
+    lock = threading.Lock()
+
+    def send_partial(index: int, ok: bool, parts: Any) -> None:
+        with lock:
+            output.flush_locked()
+            send_frame(sock, FrameType.PARTIAL, [frames.pack(FrameType.PARTIAL, index, ok), *parts])
+
+    _context.send_partial = send_partial
+    # Nothing may write into the protocol stream but us.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    output = _Output(sock, lock)
+    logs = _Logs(sock, lock)
+    raw_header = b""
+    header: dict[str, Any] = {}
+    while True:
+        try:
+            kind, _flags, parts = recv_frame(sock)
+        except EOFError:
+            return
+        if kind != FrameType.CALL:
+            continue
+        # Callers send the same few header bytes call after call: decode them once.
+        if parts[0] != raw_header:
+            decoded = codec.decode(parts[0])
+            assert isinstance(decoded, dict)
+            header, raw_header = decoded, bytes(parts[0])
+        safe = bool(header.get("safe"))
+        logs.set_level(int(header.get("log_level", _Logs.WARNING)))
+        ok = True
+        try:
+            fn, args, kwargs = serial.loads_call(parts[1], parts[2:])
+            if header.get("ack"):
+                # The caller's timeout counts from here: imports and unpickling don't.
+                with lock:
+                    send_frame(sock, FrameType.STARTED, [])
+            value = fn(*args, **kwargs)
+            if _is_awaitable(value):
+                import asyncio
+
+                value = asyncio.run(_await(value))
+        except BaseException as e:  # noqa: BLE001 - SystemExit/KeyboardInterrupt go back too
+            ok = False
+            value = e
+            # The user's traceback starts in their function, not in this loop.
+            if e.__traceback__ is not None and e.__traceback__.tb_next is not None:
+                e.__traceback__ = e.__traceback__.tb_next
+        try:
+            out = (
+                serial.dumps_result(value, safe=safe)
+                if ok
+                else serial.dumps_exception(value, safe=safe)  # type: ignore[arg-type]
+            )
+        except BaseException as e:  # noqa: BLE001
+            ok = False
+            out = serial.dumps_exception(e, safe=safe)
+        with lock:
+            output.flush_locked()
+            send_frame(sock, FrameType.RESULT if ok else FrameType.ERROR, out)
+        del value, out
+    del logs
+
+
+def _is_awaitable(value: object) -> bool:
+    # inspect costs ~10 ms to import: only a value that might be awaitable needs it.
+    if not hasattr(type(value), "__await__") and type(value).__name__ != "generator":
+        return False
+    import inspect
+
+    return inspect.isawaitable(value)
+
+
+async def _await(value: Any) -> Any:
+    return await value

@@ -1,0 +1,131 @@
+"""The unit's main process: a small single-threaded supervisor that forks workers.
+
+For each ``SPAWN`` frame on the control socket it receives a socket
+(SCM_RIGHTS) and forks a worker (:mod:`sandboxed.worker.serve`) that serves
+calls on it, reports ``SPAWNED``/``EXITED`` (with the wait status, so a segfault
+or an OOM kill is reported as such) and kills workers on ``KILL``. It is
+single-threaded, so forking is safe, and it exits (taking the unit and every
+worker with it) as soon as the caller's end of the control socket closes: a
+caller killed with SIGKILL leaves nothing running.
+
+Imported in the sandbox before any user code: stdlib and :mod:`sandboxed.wire` only.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+
+from sandboxed._errors import ProtocolError
+from sandboxed.wire import codec, frames
+from sandboxed.wire.framing import FrameType, recv_frame_with_fds, send_frame
+from sandboxed.worker._util import suppress as _suppress
+from sandboxed.worker.serve import serve
+
+TYPE_CHECKING = False  # typing stays out of the unit's start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def _info() -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+    }
+
+
+# -- supervisor ------------------------------------------------------------------------------
+
+
+def supervise(ctl: socket.socket) -> None:
+    """Serve the control socket until the caller closes it."""
+    children: dict[int, int] = {}  # pid -> worker id
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    # Termination by systemd (unit stop) must take the workers along.
+    signal.signal(signal.SIGTERM, lambda *_: _terminate(children))
+    send_frame(ctl, FrameType.READY, [codec.encode(_info())])
+    # What every worker needs, imported once here (while the caller handles READY) rather
+    # than after each fork; forked workers share these pages.
+    from sandboxed import _context  # noqa: F401
+    from sandboxed.wire import serial  # noqa: F401
+
+    while True:
+        waitables: list[Any] = [ctl, rfd]
+        ready, _, _ = select.select(waitables, [], [])
+        if rfd in ready:
+            try:
+                while os.read(rfd, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            _reap(ctl, children)
+        if ctl in ready:
+            try:
+                kind, parts, fds = recv_frame_with_fds(ctl)
+            except (EOFError, OSError):
+                _terminate(children)
+                os._exit(0)
+            if kind == FrameType.SPAWN:
+                wid = int(bytes(parts[0]).decode())
+                if len(fds) != 1:
+                    send_frame(
+                        ctl, FrameType.FAILED, [codec.encode(f"SPAWN {wid} without a socket")]
+                    )
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        os.close(rfd)
+                        os.close(wfd)
+                        signal.set_wakeup_fd(-1)
+                        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                        ctl.close()
+                        serve(socket.socket(fileno=fds[0]))
+                    finally:
+                        os._exit(0)
+                os.close(fds[0])
+                children[pid] = wid
+                send_frame(ctl, FrameType.SPAWNED, [frames.pack(FrameType.SPAWNED, wid, pid)])
+            elif kind == FrameType.KILL:
+                try:
+                    wid, sig = frames.unpack(FrameType.KILL, parts[0])
+                except ProtocolError:
+                    continue
+                for pid, w in children.items():
+                    if w == wid:
+                        with _suppress(ProcessLookupError):
+                            os.kill(pid, int(sig))
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+
+def _reap(ctl: socket.socket, children: dict[int, int]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        wid = children.pop(pid, None)
+        if wid is not None:
+            with _suppress(OSError):
+                send_frame(ctl, FrameType.EXITED, [frames.pack(FrameType.EXITED, wid, pid, status)])
+
+
+def _terminate(children: dict[int, int]) -> None:
+    for pid in list(children):
+        with _suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(0)
