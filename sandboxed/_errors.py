@@ -193,7 +193,8 @@ class WorkerDiedError(SandboxError, RuntimeError):
     """The worker process running a call died before answering.
 
     Attributes: ``unit``, ``exit_code`` (or None), ``signal`` (name, or None),
-    ``reason`` (text), ``oom_killed``.
+    ``reason`` (text). A worker the OOM killer stopped raises the subclass
+    :class:`SandboxMemoryError`.
     """
 
     def __init__(

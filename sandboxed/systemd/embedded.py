@@ -352,10 +352,10 @@ def start(directory: Path | None = None, timeout: float = START_TIMEOUT) -> Embe
             if _is_running(m):
                 return m
         _cleanup_stale(directory, st)
-        return _boot(directory, systemd, layout, mounts, timeout)
+        return _start_locked(directory, systemd, layout, mounts, timeout)
 
 
-def _boot(
+def _start_locked(
     directory: Path, systemd: str, layout: str, mounts: list[CgroupMount], timeout: float
 ) -> EmbeddedManager:
     cgroup_dirs, procs = _prepare_cgroups(layout, mounts, _child_cgroup(directory))
