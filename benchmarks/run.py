@@ -34,6 +34,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -68,6 +69,20 @@ MiB = 1 << 20
 # The option set of the cold-start comparison: what a typical user asks for.
 COLD_PRESETS = (NoNetwork, ReadOnly)
 
+# Functions of this script: run as ``./dev bench`` they are ``__main__`` functions, which
+# travel by value (what a user's script or notebook cell defines).
+BIG_GLOBAL = os.urandom(10 * MiB)
+
+
+def main_noop(*args: object) -> None:
+    """A no-op defined in ``__main__``."""
+    return None
+
+
+def main_big_global() -> int:
+    """A ``__main__`` function that reads a 10 MB global."""
+    return len(BIG_GLOBAL)
+
 
 @contextlib.contextmanager
 def quiet_gc() -> Any:
@@ -86,8 +101,9 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 class Suite:
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, only: list[str] | None = None) -> None:
         self.quick = quick
+        self.only = only or []
         self.figures: list[Figure] = []
         self.targets: list[Target] = []
         self.notes: list[str] = []
@@ -721,6 +737,331 @@ class Suite:
                 note="the units' memory controllers (page cache included)",
             )
 
+    # -- by-value functions, threads, many option sets (issue 17) ---------------------------------
+
+    def by_value_warm(self) -> None:
+        rounds = 3 if self.quick else 10
+        per_round = 200 if self.quick else 1000
+        ppe = cf.ProcessPoolExecutor(max_workers=1)
+        contenders: dict[str, Callable[[], Any]] = {
+            "ProcessPoolExecutor(1): submit().result()": lambda: ppe.submit(tasks.noop).result(),
+            "sandboxed: importable function": decorated.noop,
+            "sandboxed: importable function, accounting=False": sandboxed.sandboxed(
+                NoNetwork, accounting=False
+            )(tasks.noop),
+            "sandboxed: __main__ function": sandboxed.sandboxed(NoNetwork)(main_noop),
+            "sandboxed: __main__ function reading a 10 MB global": sandboxed.sandboxed(NoNetwork)(
+                main_big_global
+            ),
+            "ProcessPoolExecutor(1): the same 10 MB-global function": lambda: ppe.submit(
+                main_big_global
+            ).result(),
+        }
+        p50: dict[str, list[float]] = {k: [] for k in contenders}
+        p99: dict[str, list[float]] = {k: [] for k in contenders}
+        try:
+            for call in contenders.values():
+                for _ in range(50):
+                    call()
+            for _ in range(rounds):
+                for name, call in contenders.items():
+                    lat = []
+                    with quiet_gc():
+                        for _ in range(per_round):
+                            t = time.perf_counter()
+                            call()
+                            lat.append(time.perf_counter() - t)
+                    p50[name].append(percentile(lat, 50))
+                    p99[name].append(percentile(lat, 99))
+        finally:
+            ppe.shutdown()
+        figs = {}
+        note = f"no-op; median over {rounds} rounds of {per_round} calls, contenders interleaved"
+        for name in contenders:
+            figs[name] = self.fig(
+                "by-value warm call", name, "p50", "us", p50[name], scale=1e6, note=note
+            )
+            self.fig("by-value warm call", name, "p99", "us", p99[name], scale=1e6)
+        ppe_fig = figs["ProcessPoolExecutor(1): submit().result()"]
+        self.targets.append(
+            Target(
+                "warm p50, __main__ function / ProcessPoolExecutor(1)",
+                figs["sandboxed: __main__ function"],
+                ppe_fig,
+                0.5,
+            )
+        )
+        self.targets.append(
+            Target(
+                "warm p50, importable function / ProcessPoolExecutor(1)",
+                figs["sandboxed: importable function"],
+                ppe_fig,
+                0.4,
+            )
+        )
+        self.targets.append(
+            Target(
+                "warm p50, importable, accounting=False / ProcessPoolExecutor(1)",
+                figs["sandboxed: importable function, accounting=False"],
+                ppe_fig,
+                0.4,
+                extra=["informational"],
+            )
+        )
+        self.targets.append(
+            Target(
+                "warm p50, __main__ function with a 10 MB global / ProcessPoolExecutor(1) with it",
+                figs["sandboxed: __main__ function reading a 10 MB global"],
+                figs["ProcessPoolExecutor(1): the same 10 MB-global function"],
+                1.0,
+                extra=["informational: the global travels once per worker, then stays there"],
+            )
+        )
+
+    def by_value_cold(self) -> None:
+        rounds = 3 if self.quick else 10
+        main_t: list[float] = []
+        imp_t: list[float] = []
+        theirs: list[float] = []
+        error = ""
+        for _ in range(rounds):
+            for target, out in ((main_noop, main_t), (tasks.noop, imp_t)):
+                fn = sandboxed.sandboxed(*COLD_PRESETS, env=self.unique_env())(target)
+                sb = fn.sandbox
+                out.append(timed(fn))
+                sb.shutdown(wait=True)
+            opts = sandboxed.OptionSet.build(*COLD_PRESETS, env=self.unique_env())
+            t = time.perf_counter()
+            proc = subprocess.run(
+                self.systemd_run_argv(opts), capture_output=True, text=True, timeout=120
+            )
+            elapsed = time.perf_counter() - t
+            if proc.returncode != 0:
+                error = f"exit status {proc.returncode}: {proc.stderr.strip()[:200]}"
+                break
+            theirs.append(elapsed)
+        note = "NoNetwork | ReadOnly; a new option set's first call; rounds interleaved"
+        a = self.fig(
+            "by-value cold start",
+            "sandboxed: __main__ function",
+            "first result",
+            "ms",
+            main_t,
+            scale=1e3,
+            note=note,
+        )
+        b = self.fig(
+            "by-value cold start",
+            "sandboxed: importable function",
+            "first result",
+            "ms",
+            imp_t,
+            scale=1e3,
+            note=note,
+        )
+        c = self.fig(
+            "by-value cold start",
+            "systemd-run --wait --pipe",
+            "python -c pass, same properties",
+            "ms",
+            theirs,
+            scale=1e3,
+            error=error,
+        )
+        self.targets.append(
+            Target("cold first call, __main__ function / systemd-run python -c pass", a, c, 0.6)
+        )
+        self.targets.append(
+            Target("cold first call, importable function / systemd-run python -c pass", b, c, 0.5)
+        )
+
+    def threads(self) -> None:
+        rounds = 2 if self.quick else 5
+        calls = 20 if self.quick else 60
+        nthreads = 32
+        fn = sandboxed.sandboxed(NoNetwork, workers=2, env=self.unique_env())(tasks.noop)
+        single: list[float] = []
+        many: list[float] = []
+        firsts: list[float] = []
+
+        def burst(record_first: bool) -> None:
+            barrier = threading.Barrier(nthreads)
+
+            def run() -> None:
+                barrier.wait()
+                for i in range(calls):
+                    t = time.perf_counter()
+                    fn()
+                    dt = time.perf_counter() - t
+                    many.append(dt)
+                    if i == 0 and record_first:
+                        firsts.append(dt)
+
+            ts = [threading.Thread(target=run) for _ in range(nthreads)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+
+        fn()
+        burst(False)  # both workers up
+        many.clear()
+        for _ in range(rounds):
+            for _ in range(calls * 4):
+                single.append(timed(fn))
+            burst(True)
+        fn.sandbox.shutdown()
+        note = f"{nthreads} threads x {calls} calls of one no-op, workers=2; {rounds} rounds"
+        s50 = self.fig(
+            "threads",
+            "1 thread",
+            "call p50",
+            "us",
+            [percentile(single, 50)],
+            scale=1e6,
+            note=f"{calls * 4} calls a round, between the bursts",
+        )
+        s99 = self.fig("threads", "1 thread", "call p99", "us", [percentile(single, 99)], scale=1e6)
+        smax = self.fig("threads", "1 thread", "slowest call", "ms", [max(single)], scale=1e3)
+        self.fig(
+            "threads",
+            f"{nthreads} threads",
+            "call p50",
+            "us",
+            [percentile(many, 50)],
+            scale=1e6,
+            note=note,
+        )
+        m99 = self.fig(
+            "threads", f"{nthreads} threads", "call p99", "us", [percentile(many, 99)], scale=1e6
+        )
+        mmax = self.fig(
+            "threads", f"{nthreads} threads", "slowest call", "ms", [max(many)], scale=1e3
+        )
+        self.fig(
+            "threads",
+            f"{nthreads} threads",
+            "first call of a thread, slowest",
+            "ms",
+            [max(firsts)],
+            scale=1e3,
+        )
+        excess = self.fig(
+            "threads",
+            f"{nthreads} threads",
+            "slowest call - slowest single-thread call",
+            "ms",
+            [max(many) - max(single)],
+            scale=1e3,
+        )
+        self.fig(
+            "threads",
+            f"{nthreads} threads",
+            "p99 / (16 x single-thread p50)",
+            "x",
+            [percentile(many, 99) / (16 * percentile(single, 50))],
+            note="each call queues behind ~15 others (32 callers, 2 workers): queueing itself",
+        )
+        self.targets.append(
+            Target(
+                "32 threads: slowest call - slowest single-thread call (ms)",
+                excess,
+                None,
+                100.0,
+                absolute=True,
+            )
+        )
+        self.targets.append(Target("32 threads: call p99 / single-thread p99", m99, s99, 3.0))
+        _ = (s50, smax, mmax)
+
+    def option_sets_under_ulimit(self) -> None:
+        n = 100 if self.quick else 1000
+        soft = 128 if self.quick else 1024
+        argv = [sys.executable, os.path.join(HERE, "_many_units.py"), str(n), str(soft)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600, cwd=HERE)
+        lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+        what = f"{n:,} option sets one after another, ulimit -n {soft}"
+        if not lines:
+            self.fig(
+                "scale",
+                what,
+                "option sets that worked",
+                "",
+                None,
+                error=f"exit status {proc.returncode}: {proc.stderr.strip()[-300:]}",
+            )
+            return
+        r = lines[-1]
+        ok = self.fig(
+            "scale",
+            what,
+            "option sets that worked",
+            "",
+            [float(r["ok"])],
+            note=r["error"] or "all of them",
+        )
+        if r["firsts"]:
+            self.fig("scale", what, "first call, each", "ms", r["firsts"], scale=1e3)
+        self.fig("scale", what, "descriptors open at the end", "", [float(r["fds"])])
+        self.fig("scale", what, "caller RSS at the end", "MiB", [r["rss"] / MiB])
+        self.fig(
+            "scale",
+            what,
+            "units live at the end",
+            "",
+            [float(r["live"])],
+            note="the sandbox cache's bound",
+        )
+        self.targets.append(
+            Target(f"{what}: all succeed", ok, None, float(n), at_most=False, absolute=True)
+        )
+
+    def cold_with_live_units(self) -> None:
+        n = 100 if self.quick else 1000
+        rounds = 3 if self.quick else 8
+        from sandboxed.runtime import pool
+
+        client = pool._manager_client()  # noqa: SLF001
+
+        def cold_once() -> float:
+            fn = sandboxed.sandboxed(*COLD_PRESETS, env=self.unique_env())(tasks.noop)
+            sb = fn.sandbox
+            try:
+                return timed(fn)
+            finally:
+                sb.shutdown(wait=True)
+
+        none: list[float] = [cold_once() for _ in range(rounds)]
+        names = [f"sandboxed-bench-sleeper-{os.getpid()}-{i}.service" for i in range(n)]
+        # Live units where sandboxes' units go (the default slice), each a `sleep`: what
+        # a thousand cached sandboxes cost the manager, without their memory.
+        try:
+            for name in names:
+                props = [
+                    ("ExecStart", "a(sasb)", [("/bin/sleep", ["/bin/sleep", "3600"], False)]),
+                    ("CollectMode", "s", "inactive-or-failed"),
+                ]
+                client.start_transient_unit(name, props, wait=False)
+            time.sleep(2)
+            live = [cold_once() for _ in range(rounds)]
+        finally:
+            for name in names:
+                with contextlib.suppress(Exception):
+                    client.stop_unit(name, wait=False)
+        a = self.fig(
+            "scale",
+            f"cold first call, {n:,} live units",
+            "first result",
+            "ms",
+            live,
+            scale=1e3,
+            note="sleeping units in the sandboxes' slice",
+        )
+        b = self.fig(
+            "scale", "cold first call, no other unit", "first result", "ms", none, scale=1e3
+        )
+        self.targets.append(Target(f"cold call with {n:,} live units / with none", a, b, 1.2))
+
     # -- run and report ---------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -733,7 +1074,19 @@ class Suite:
             ("memory", self.memory),
             ("units per second", self.units_per_second),
             ("many option sets", self.many_option_sets),
+            ("by-value warm", self.by_value_warm),
+            ("by-value cold", self.by_value_cold),
+            ("threads", self.threads),
+            ("option sets under ulimit", self.option_sets_under_ulimit),
+            ("cold with live units", self.cold_with_live_units),
         ]
+        if self.only:
+            unknown = set(self.only) - {name for name, _ in steps}
+            if unknown:
+                raise SystemExit(
+                    f"unknown step(s) {sorted(unknown)}; steps: {[n for n, _ in steps]}"
+                )
+            steps = [(name, step) for name, step in steps if name in self.only]
         for name, step in steps:
             t = time.perf_counter()
             print(f"-- {name} ...", file=sys.stderr, flush=True)
@@ -850,22 +1203,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run of every step")
     parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated step names to run (default: all); e.g. 'by-value warm,threads'",
+    )
+    parser.add_argument(
         "--out",
-        default=os.path.join(ROOT, "docs"),
-        help="where benchmarks.md and benchmarks.png go (default: docs/)",
+        default=None,
+        help="where benchmarks.md and benchmarks.png go (default: docs/; with --only: nowhere)",
     )
     args = parser.parse_args(argv)
     # The sandbox cannot write bytecode (ProtectSystem=, -B): give it fresh .pyc files, as an
     # installed package has, so that its start-up is not a compile.
     compileall.compile_dir(os.path.join(ROOT, "sandboxed"), quiet=1)
     compileall.compile_dir(HERE, quiet=1, maxlevels=0)
-    suite = Suite(quick=args.quick)
+    suite = Suite(quick=args.quick, only=[x.strip() for x in args.only.split(",") if x.strip()])
     info = machine(suite.prefix, suite.location.kind)
     suite.run()
     rows = [f.cells() for f in suite.figures]
     print(table(rows, ["group", "contender", "metric", "median", "spread", "note"]))
     print()
     print(table(target_rows(suite), ["target", "reached", "bound", "", "note"]))
+    if args.out is None and suite.only:
+        return 0  # a partial run does not overwrite the full run's report
+    args.out = args.out or os.path.join(ROOT, "docs")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "benchmarks.md"), "w") as f:
         f.write(markdown(suite, info, sys.argv))
