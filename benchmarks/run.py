@@ -1019,9 +1019,9 @@ class Suite:
     def cold_with_live_units(self) -> None:
         n = 100 if self.quick else 1000
         rounds = 3 if self.quick else 8
-        from sandboxed.runtime import pool
+        from sandboxed.runtime.client import manager_client
 
-        client = pool._manager_client()  # noqa: SLF001
+        client = manager_client()
 
         def cold_once() -> float:
             fn = sandboxed.sandboxed(*COLD_PRESETS, env=self.unique_env())(tasks.noop)

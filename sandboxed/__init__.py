@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sandboxed._errors import (
     ConfigurationError,
     ConflictingDirectivesError,
+    DescriptorLimitError,
     DirectiveRejectedError,
     EmbeddedManagerError,
     InvalidDirectiveValueError,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
         preset_by_name,
     )
     from sandboxed.runtime.registry import (
+        configure_cache,
         shutdown,
     )
     from sandboxed.runtime.stats import (
@@ -98,6 +100,7 @@ _LAZY = {
     "Timeout": "sandboxed.directives.presets",
     "TransientUnitPoolExecutor": "sandboxed.api.executor",
     "configure": "sandboxed.systemd.locate",
+    "configure_cache": "sandboxed.runtime.registry",
     "last_call_stats": "sandboxed.runtime.stats",
     "preset_by_name": "sandboxed.directives.presets",
     "sandboxed": "sandboxed.api.decorator",
@@ -111,6 +114,7 @@ __all__ = [
     "CallStats",
     "ConfigurationError",
     "ConflictingDirectivesError",
+    "DescriptorLimitError",
     "Directive",
     "DirectiveRejectedError",
     "EmbeddedManagerError",
@@ -146,6 +150,7 @@ __all__ = [
     "UnsafeResultError",
     "WorkerDiedError",
     "configure",
+    "configure_cache",
     "last_call_stats",
     "preset_by_name",
     "sandboxed",

@@ -237,6 +237,25 @@ class SandboxTimeoutError(SandboxError, TimeoutError):
         super().__init__(f"the call{where} exceeded its timeout of {timeout:g} s and was stopped")
 
 
+class DescriptorLimitError(SandboxError, OSError):
+    """The calling process ran out of file descriptors (``EMFILE``) starting a sandbox.
+
+    Each live sandbox unit holds a few descriptors in the caller (its control and
+    diagnostics channels, one socket per worker, its cgroup files). Attributes:
+    ``limit`` (the soft ``RLIMIT_NOFILE``), ``open`` (descriptors open when it happened).
+    """
+
+    def __init__(self, what: str, limit: int | None = None, open: int | None = None) -> None:
+        self.limit = limit
+        self.open = open
+        detail = f" ({open} open, limit {limit})" if limit is not None else ""
+        super().__init__(
+            f"cannot {what}: this process has run out of file descriptors{detail}; each live "
+            "sandbox holds a few: raise the limit (ulimit -n) or keep fewer sandboxes alive "
+            "with sandboxed.configure_cache(max_units=...)"
+        )
+
+
 class ResourceLimitError(SandboxError, RuntimeError):
     """The call hit a resource limit other than memory (``TasksMax=``...)."""
 

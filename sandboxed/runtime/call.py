@@ -40,12 +40,17 @@ from sandboxed.wire.framing import DEFAULT_LIMIT, FrameType, recv_frame, send_fr
 KILL_GRACE = 1.0
 
 
+FUNCTIONS_SHIPPED = 0
+"""By-value functions sent to a worker in full so far (the others went by digest)."""
+
+
 class Pool(Protocol):
     """What a call needs of the sandbox it runs in (:class:`sandboxed.runtime.pool.Sandbox`)."""
 
     options: Any
     tasks_limited: bool
     last_stats: _stats.CallStats | None
+    functions_apart: bool
 
     def check_reachable(self, fn: Callable[..., Any]) -> None: ...
     def acquire(self) -> WorkerChannel: ...
@@ -92,8 +97,11 @@ def run(
     if timeout is None:
         timeout = getattr(opts, "timeout", None)
     limit = int(getattr(opts, "max_payload", 0) or DEFAULT_LIMIT)
-    parts = serial.dumps_call(fn, args, kwargs)
+    shipped = serial.by_value_function(fn) if pool.functions_apart else None
+    parts = serial.dumps_call(fn, args, kwargs, by_value=shipped)
     size = sum(memoryview(p).nbytes for p in parts)
+    if shipped is not None:
+        size += len(shipped.stream)
     if size > limit:
         raise PayloadTooLargeError("call (function and arguments)", size, limit)
     header = _call_header(safe, logging.getLogger().getEffectiveLevel(), timeout is not None)
@@ -114,8 +122,12 @@ def run(
         before = probe.snapshot_with_pids() if pool.tasks_limited else probe.snapshot()
     t0 = time.monotonic()
     try:
+        resent = False
         try:
-            send_frame(w.sock, FrameType.CALL, [header, *parts])
+            if shipped is None:
+                send_frame(w.sock, FrameType.CALL, [header, *parts])
+            else:
+                _send_apart(w, header, shipped, parts, w.functions.has(shipped.digest))
         except OSError:
             raise _died(pool, w, cancelled) from None
         # Until the worker says the function started (imports, unpickling) the
@@ -146,6 +158,21 @@ def run(
             elif kind == FrameType.STARTED:
                 if timeout is not None:
                     deadline = time.monotonic() + float(timeout)
+            elif kind == FrameType.UNKNOWN_FUNCTION:
+                # The worker does not have (or says it does not have) the function we
+                # named: send it once more, in full. Anything else is a broken or
+                # hostile worker, stopped like one that breaks the protocol.
+                if shipped is None or resent or bytes(reply[0]) != shipped.digest:
+                    _stop_worker(w)
+                    raise WorkerDiedError(
+                        w.unit.name, "the worker asked for a function it was never sent"
+                    )
+                resent = True
+                w.functions.forget(shipped.digest)
+                try:
+                    _send_apart(w, header, shipped, parts, False)
+                except OSError:
+                    raise _died(pool, w, cancelled) from None
             elif kind == FrameType.OUTPUT:
                 write_output(bytes(reply[0]), reply[1])
             elif kind == FrameType.LOG:
@@ -174,6 +201,27 @@ def run(
             healthy = False
             pool.recycle(w.unit)
         pool.release(w, healthy)
+
+
+def _send_apart(
+    w: WorkerChannel,
+    header: bytes,
+    shipped: serial.ByValueFunction,
+    parts: list[serial.Buffer],
+    known: bool,
+) -> None:
+    """A CALL whose by-value function travels apart: in full, or by digest if ``known``."""
+    global FUNCTIONS_SHIPPED
+    stream = b"" if known else shipped.stream
+    send_frame(
+        w.sock,
+        FrameType.CALL,
+        [header, shipped.digest, stream, *parts],
+        flags=frames.FUNCTION_APART,
+    )
+    if not known:
+        w.functions.add(shipped.digest)
+        FUNCTIONS_SHIPPED += 1
 
 
 def _tasks_hit(pool: Pool, probe: CgroupProbe, before: Any) -> bool:

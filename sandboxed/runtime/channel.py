@@ -9,6 +9,7 @@ to its worker directly: no relay, no thread hop.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -18,7 +19,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sandboxed._errors import ProtocolError, UnitFailedError, WorkerDiedError
+from sandboxed._errors import (
+    DescriptorLimitError,
+    ProtocolError,
+    UnitFailedError,
+    WorkerDiedError,
+)
 from sandboxed.runtime.client import manager_client
 from sandboxed.runtime.plan import directive_name
 from sandboxed.systemd import locate
@@ -50,8 +56,57 @@ def describe_status(status: int) -> tuple[str, int | None, str | None]:
     return f"ended with wait status {status:#x}", None, None
 
 
+class ShippedFunctions:
+    """The caller's account of the by-value functions one worker holds, by digest.
+
+    It follows the worker's own rule (``frames.FUNCTION_CACHE_SIZE`` entries, the
+    least recently used out), so it knows which function to ship again. It is the
+    caller's own record: nothing the worker says changes what the caller sends, except
+    that a worker claiming not to have a function gets it again.
+    """
+
+    __slots__ = ("digests",)
+
+    def __init__(self) -> None:
+        self.digests: dict[bytes, None] = {}
+
+    def has(self, digest: bytes) -> bool:
+        """True if the worker was sent ``digest`` and still has it (which counts as a use)."""
+        if digest in self.digests:
+            del self.digests[digest]
+            self.digests[digest] = None
+            return True
+        return False
+
+    def add(self, digest: bytes) -> None:
+        self.digests.pop(digest, None)
+        self.digests[digest] = None
+        while len(self.digests) > frames.FUNCTION_CACHE_SIZE:
+            del self.digests[next(iter(self.digests))]
+
+    def forget(self, digest: bytes) -> None:
+        self.digests.pop(digest, None)
+
+
+def socketpair(what: str) -> tuple[socket.socket, socket.socket]:
+    """A connected pair of Unix sockets; :class:`DescriptorLimitError` when out of fds."""
+    try:
+        return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as e:
+        if e.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        try:
+            count: int | None = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            count = None
+        raise DescriptorLimitError(what, limit, count) from e
+
+
 class WorkerChannel:
-    __slots__ = ("calls", "exited", "id", "pid", "sock", "status", "unit")
+    __slots__ = ("calls", "exited", "functions", "id", "pid", "sock", "status", "unit")
 
     def __init__(self, unit: UnitChannel, wid: int, sock: socket.socket) -> None:
         self.unit = unit
@@ -61,6 +116,7 @@ class WorkerChannel:
         self.status: int | None = None
         self.exited = threading.Event()
         self.calls = 0
+        self.functions = ShippedFunctions()
 
     def kill(self, sig: int) -> None:
         self.unit.send_control(FrameType.KILL, [frames.pack(FrameType.KILL, self.id, int(sig))])
@@ -99,8 +155,13 @@ class UnitChannel:
     # -- start ---------------------------------------------------------------------
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
-        ctl_here, ctl_there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        diag_here, diag_there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ctl_here, ctl_there = socketpair("start a sandbox unit")
+        try:
+            diag_here, diag_there = socketpair("start a sandbox unit")
+        except BaseException:
+            ctl_here.close()
+            ctl_there.close()
+            raise
         self.ctl, self.diag = ctl_here, diag_here
         props = self._properties(ctl_there.fileno(), diag_there.fileno())
         client = manager_client()
@@ -187,7 +248,7 @@ class UnitChannel:
         self._on_gone(self)
 
     def spawn(self) -> WorkerChannel:
-        here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        here, there = socketpair("start a sandbox worker")
         wid = next(self.ids)
         w = WorkerChannel(self, wid, here)
         self.workers[wid] = w
@@ -214,6 +275,8 @@ class UnitChannel:
                     s.close()
         for w in list(self.workers.values()):
             w.close()
+        if self.probe is not None:
+            self.probe.close()
 
     def stop(self, wait: bool = True) -> None:
         """Close the channels (the supervisor exits on EOF) and stop the unit."""

@@ -6,11 +6,13 @@ warm call to a single ``sendmsg`` and a few ``recv``s.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,8 +24,28 @@ from sandboxed.runtime.plan import check_module, directive_value, unit_plan
 from sandboxed.runtime.stats import CallStats
 
 
+class _Waiter:
+    """A thread waiting for a worker: what it is handed, and a lock to wake it alone."""
+
+    __slots__ = ("grant", "lock")
+
+    def __init__(self) -> None:
+        self.grant: WorkerChannel | str | None = None
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+
+_SLOT = "slot"  # a waiter is handed a free place to spawn a worker in
+_CLOSED = "closed"  # the sandbox was shut down while it waited
+
+
 class Sandbox:
-    """All units and workers for one option set in this process."""
+    """All units and workers for one option set in this process.
+
+    Workers are handed to calling threads first come, first served: a thread that
+    releases a worker while others wait gives it to the one that waited longest,
+    rather than taking it back for its own next call.
+    """
 
     def __init__(self, options: Any, max_workers: int | None = None) -> None:
         self.options = options
@@ -34,8 +56,16 @@ class Sandbox:
         self._unit: UnitChannel | None = None
         self._starting = False
         self._idle: list[WorkerChannel] = []
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self._busy = 0
         self._closed = False
+        self.last_used = time.monotonic()
+        self.on_unit_started: Callable[[Sandbox], None] | None = None
+        self.on_shutdown: Callable[[Sandbox], None] | None = None
+        # By-value functions are shipped once per worker, then named by digest: workers
+        # are reused. (A mode that ran each call in a fresh process would ship them each
+        # time: it sets this False.)
+        self.functions_apart = True
         self._props_cache: list[tuple[str, str, object]] | None = None
         self.notes: tuple[str, ...] = ()
         self.unreachable: tuple[Exception, ...] = ()
@@ -113,12 +143,16 @@ class Sandbox:
             self._idle = []
             self._starting = False
             self._cond.notify_all()
+        hook = self.on_unit_started
+        if hook is not None:
+            hook(self)
         return u
 
     def acquire(self) -> WorkerChannel:
         unit = self.ensure_unit()
         with self._cond:
-            while True:
+            grant: WorkerChannel | str | None = None
+            if not self._waiters:
                 while self._idle:
                     w = self._idle.pop()
                     if w.unit is unit and unit.alive and not w.exited.is_set():
@@ -127,24 +161,85 @@ class Sandbox:
                     w.close()
                 if self._busy < self.max_workers:
                     self._busy += 1
-                    break
-                self._cond.wait()
+                    grant = _SLOT
+            if grant is None:
+                waiter = _Waiter()
+                self._waiters.append(waiter)
+        if grant is None:
+            grant = self._wait(waiter)
+        if isinstance(grant, WorkerChannel):
+            w = grant
+            if w.unit.alive and not w.exited.is_set() and w.unit is self._unit:
+                return w
+            w.close()  # it went away while being handed over: the place stays ours
         try:
-            return unit.spawn()
+            return self.ensure_unit().spawn()
         except BaseException:
-            with self._cond:
-                self._busy -= 1
-                self._cond.notify()
+            self._pass_slot()
             raise
+
+    def _wait(self, waiter: _Waiter) -> WorkerChannel | str:
+        """Block until ``waiter`` is handed a worker or a place; raise if shut down."""
+        try:
+            waiter.lock.acquire()
+        except BaseException:
+            # Interrupted: leave the queue, or hand on what arrived meanwhile.
+            with self._cond:
+                queued = waiter in self._waiters
+                if queued:
+                    self._waiters.remove(waiter)
+            if not queued:
+                if isinstance(waiter.grant, WorkerChannel):
+                    self.release(waiter.grant, True)
+                elif waiter.grant == _SLOT:
+                    self._pass_slot()
+            raise
+        grant = waiter.grant
+        assert grant is not None
+        if grant == _CLOSED:
+            raise RuntimeError("this sandbox has been shut down")
+        return grant
+
+    def _hand(self, grant: WorkerChannel | str) -> bool:
+        """With the lock held: give ``grant`` to the longest waiting thread, if any."""
+        if not self._waiters:
+            return False
+        waiter = self._waiters.popleft()
+        waiter.grant = grant
+        waiter.lock.release()
+        return True
+
+    def _pass_slot(self) -> None:
+        """A place for a worker is free: hand it on, or count it free."""
+        with self._cond:
+            if not self._hand(_SLOT):
+                self._busy -= 1
 
     def release(self, w: WorkerChannel, healthy: bool) -> None:
         with self._cond:
-            self._busy -= 1
+            self.last_used = time.monotonic()
             if healthy and not self._closed and w.unit is self._unit and w.unit.alive:
+                if self._hand(w):
+                    return
+                self._busy -= 1
                 self._idle.append(w)
-            else:
-                w.close()
-            self._cond.notify()
+                return
+            w.close()
+            if not self._hand(_SLOT):
+                self._busy -= 1
+
+    def release_unit(self) -> bool:
+        """Stop the unit if no call uses it (the next call starts a new one); True if stopped."""
+        with self._cond:
+            unit = self._unit
+            if unit is None or self._busy or self._starting or self._waiters:
+                return False
+            self._unit = None
+            idle, self._idle = self._idle, []
+        for w in idle:
+            w.close()
+        unit.stop(wait=False)
+        return True
 
     def _unit_gone(self, unit: UnitChannel) -> None:
         with self._cond:
@@ -170,6 +265,8 @@ class Sandbox:
         """In a forked child: drop the parent's channels without touching its units."""
         unit, self._unit = self._unit, None
         self._idle = []
+        self._waiters = collections.deque()
+        self._busy = 0
         self._cond = threading.Condition()
         if unit is not None:
             unit.close(shutdown=False)
@@ -179,7 +276,12 @@ class Sandbox:
             self._closed = True
             unit, self._unit = self._unit, None
             idle, self._idle = self._idle, []
+            while self._hand(_CLOSED):
+                pass
             self._cond.notify_all()
+        hook = self.on_shutdown
+        if hook is not None:
+            hook(self)
         for w in idle:
             w.close()
         if unit is not None:

@@ -232,7 +232,10 @@ class ManagerClient:
         self._jobs_lock = threading.Lock()
         self._conn.add_listener(self._on_signal)
         if not self._conn.peer_to_peer:
-            # On a message bus signals only reach clients that ask for them.
+            # On a message bus signals only reach clients that ask for them. No
+            # Subscribe(): the manager sends a job's JobRemoved to the client that
+            # queued it without one, and a subscriber makes it emit every unit's
+            # property changes on the bus (measured: ~1 ms of its CPU per unit start).
             self._bus_call(
                 "org.freedesktop.DBus",
                 "/org/freedesktop/DBus",
@@ -244,7 +247,6 @@ class ManagerClient:
                     "interface='org.freedesktop.systemd1.Manager',member='JobRemoved'",
                 ),
             )
-            self.manager_call("Subscribe")
         self._version: str | None = None
 
     # -- plumbing ---------------------------------------------------------------------

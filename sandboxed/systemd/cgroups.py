@@ -123,7 +123,13 @@ class CgroupProbe:
         # (pread on an open cgroup file costs ~2 us, open+read+close ~40 us).
         self._files: dict[tuple[tuple[str, str], ...], str | None] = {}
         self._fds: dict[str, int] = {}
+        self._closed = False
         weakref.finalize(self, _close_all, self._fds)
+
+    def close(self) -> None:
+        """Close the cgroup files kept open (when the unit stops: not left to the GC)."""
+        self._closed = True
+        _close_all(self._fds)
 
     def dirs(self) -> dict[str, str]:
         if self._dirs is None:
@@ -166,6 +172,11 @@ class CgroupProbe:
         try:
             if fd is None:
                 opened = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                if self._closed:  # the unit stopped meanwhile: keep nothing open
+                    try:
+                        return os.pread(opened, 1 << 16, 0).decode()
+                    finally:
+                        os.close(opened)
                 fd = self._fds.setdefault(path, opened)
                 if fd != opened:
                     os.close(opened)
@@ -227,9 +238,10 @@ class CgroupProbe:
         if f is not None:
             with contextlib.suppress(OSError):
                 wfd = self._fds.get("w:" + f)
-                if wfd is None:
+                if wfd is None and not self._closed:
                     wfd = self._fds["w:" + f] = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
-                os.write(wfd, b"0")
+                if wfd is not None:
+                    os.write(wfd, b"0")
         return None
 
     def peak_memory(self, fd: int | None) -> int | None:
@@ -301,7 +313,12 @@ class CgroupProbe:
 
 
 def _close_all(fds: dict[str, int]) -> None:
-    for fd in fds.values():
+    # popitem, not a loop over the dict: the unit's reader thread and a caller may
+    # both close it.
+    while True:
+        try:
+            _path, fd = fds.popitem()
+        except KeyError:
+            return
         with contextlib.suppress(OSError):
             os.close(fd)
-    fds.clear()

@@ -46,6 +46,17 @@ LOG_FIELDS = (
 #: The keys of a CALL frame's header part (a codec-encoded dict).
 CALL_HEADER = ("safe", "log_level", "ack")
 
+#: CALL flag: the frame is ``[header, digest, function stream or b"", call stream,
+#: *buffers]``; the call stream holds None for the function, which is the one of that
+#: digest (the SHA-256 of its stream): shipped in this frame, or in an earlier one to
+#: the same worker when the stream part is empty. A worker that does not have it
+#: answers UNKNOWN_FUNCTION ``[digest]`` and the caller sends it once more, in full.
+FUNCTION_APART = 1
+
+#: By-value functions a worker keeps (the least recently used goes first); the caller
+#: keeps the same account of each worker, so it knows what to ship again.
+FUNCTION_CACHE_SIZE = 64
+
 
 def pack(kind: FrameType, *values: Any) -> bytes:
     """The payload of control frame ``kind``."""

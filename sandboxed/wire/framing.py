@@ -52,6 +52,7 @@ class FrameType(enum.IntEnum):
     FAILED = 11  # supervisor/worker -> caller: [codec message]
     STARTED = 12  # worker -> caller: [] the call is loaded and its function starts now
     PARTIAL = 13  # worker -> caller: [codec (index, ok), *parts] one task of a batch is done
+    UNKNOWN_FUNCTION = 17  # worker -> caller: [digest] not cached here: send the function
 
 
 def encode_header(kind: FrameType, parts: Sequence[Buffer], flags: int = 0) -> bytes:

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import types
 
 from sandboxed._errors import (
     RemoteError,
@@ -72,7 +71,7 @@ from sandboxed._errors import (
     SerializationError,
     UnsafeResultError,
 )
-from sandboxed.wire import codec
+from sandboxed.wire import byvalue, codec
 
 # Workers import this module before their first call: typing and traceback (~10 ms)
 # are left out of that path.
@@ -84,11 +83,14 @@ if TYPE_CHECKING:
 __all__ = [
     "OUT_OF_BAND_THRESHOLD",
     "Buffer",
+    "ByValueFunction",
+    "by_value_function",
     "dumps_call",
     "dumps_exception",
     "dumps_result",
     "loads_call",
     "loads_exception",
+    "loads_function",
     "loads_result",
 ]
 
@@ -108,10 +110,6 @@ _FRAME_SIZE_TARGET = 64 * 1024
 
 
 # -- pickling --------------------------------------------------------------------------------
-
-
-class _NeedsDill(Exception):
-    """Internal: the C pickler met something that must travel by value."""
 
 
 class _Sink:
@@ -144,18 +142,6 @@ class _Sink:
         return b"".join(self.chunks)
 
 
-class _ByValueMain:
-    """Mixin: refuse to pickle ``__main__`` functions and classes by reference."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if (
-            isinstance(obj, types.FunctionType | type)
-            and getattr(obj, "__module__", None) == "__main__"
-        ):
-            raise _NeedsDill
-        return NotImplemented
-
-
 class _Persistent:
     """Mixin: large bytes and bytearray values become persistent ids (buffer indices)."""
 
@@ -185,11 +171,11 @@ def _out_of_band(parts: list[Buffer], buf: pickle.PickleBuffer) -> bool:
     return False
 
 
-class _FastPickler(_ByValueMain, pickle.Pickler):
+class _FastPickler(byvalue.ByValue, pickle.Pickler):
     pass
 
 
-class _FastPersistentPickler(_Persistent, _ByValueMain, pickle.Pickler):
+class _FastPersistentPickler(_Persistent, byvalue.ByValue, pickle.Pickler):
     def __init__(self, file: io.BytesIO, parts: list[Buffer]) -> None:
         self.parts = parts
         self._seen = {}
@@ -317,23 +303,30 @@ def _unpickle(main: Buffer, buffers: Sequence[Buffer]) -> Any:
 
 
 def dumps_call(
-    fn: Callable[..., object], args: Sequence[object], kwargs: dict[str, object]
+    fn: Callable[..., object],
+    args: Sequence[object],
+    kwargs: dict[str, object],
+    *,
+    by_value: ByValueFunction | None = None,
 ) -> list[Buffer]:
     """Package a call ``fn(*args, **kwargs)`` for the worker: ``[main, *buffers]``.
 
     Functions importable by reference travel by reference; ``__main__`` code,
-    lambdas, closures and nested functions travel by value (dill).
+    lambdas, closures and nested functions travel by value (the standard library's
+    pickle, see :mod:`sandboxed.wire.byvalue`; dill when they use a ``__main__`` class).
+    With ``by_value`` (what :func:`by_value_function` made of ``fn``) the function
+    travels apart: the stream holds None in its place, for :func:`loads_call` to fill in.
 
     Raises :class:`SerializationError` whose ``which`` names the first part that
     cannot be pickled: ``"function"``, ``"argument 0"``, ``"argument 'name'"`` (or
     ``"call"`` when only the combination fails).
     """
-    call = (fn, tuple(args), dict(kwargs))
+    call = (None if by_value is not None else fn, tuple(args), dict(kwargs))
     try:
         return _pickle(call)
     except Exception as exc:
         whole = exc
-    parts: list[tuple[str, object]] = [("function", fn)]
+    parts: list[tuple[str, object]] = [] if by_value is not None else [("function", fn)]
     parts += [(f"argument {i}", arg) for i, arg in enumerate(args)]
     parts += [(f"argument {name!r}", value) for name, value in kwargs.items()]
     for which, part in parts:
@@ -345,9 +338,11 @@ def dumps_call(
 
 
 def loads_call(
-    main: Buffer, buffers: Sequence[Buffer] = ()
+    main: Buffer, buffers: Sequence[Buffer] = (), fn: Callable[..., object] | None = None
 ) -> tuple[Callable[..., object], tuple[object, ...], dict[str, object]]:
     """Unpack what :func:`dumps_call` made into ``(fn, args, kwargs)`` (runs pickled code).
+
+    ``fn`` is the function of a call whose function travelled apart (``by_value``).
 
     Raises :class:`SerializationError` (``which="call"``) when it cannot be rebuilt.
     """
@@ -358,12 +353,92 @@ def loads_call(
     if (
         type(call) is not tuple
         or len(call) != 3
-        or not callable(call[0])
+        or not (call[0] is None if fn is not None else callable(call[0]))
         or type(call[1]) is not tuple
         or type(call[2]) is not dict
     ):
         raise SerializationError("call", "the stream does not hold (fn, args, kwargs)")
-    return call[0], call[1], call[2]
+    return call[0] if fn is None else fn, call[1], call[2]
+
+
+# -- by-value functions, shipped once per worker ------------------------------------------
+
+
+class ByValueFunction:
+    """A function that travels by value: its stream and the SHA-256 digest of that stream.
+
+    The digest names the function in a worker's cache: equal digests mean byte-identical
+    streams (code, globals, closure and all), so one call's function can never be taken
+    for another's. ``snapshots`` is what :func:`by_value_function` checks to tell whether
+    the function changed since (None when dill made the stream: then it is pickled anew
+    each call, and only the digest saves shipping it).
+    """
+
+    __slots__ = ("digest", "snapshots", "stream")
+
+    def __init__(self, stream: bytes, snapshots: tuple[byvalue.Snapshot, ...] | None) -> None:
+        import hashlib
+
+        self.stream = stream
+        self.digest = hashlib.sha256(stream).digest()
+        self.snapshots = snapshots
+
+
+_by_value_memo: Any = None
+_MEMO_MAX_STREAM = 64 << 20
+"""Streams up to this size are kept while their function lives; larger ones are re-made."""
+
+
+def by_value_function(fn: object) -> ByValueFunction | None:
+    """``fn`` as a stream of its own when it travels by value; None when it does not.
+
+    Plain functions the worker cannot import by name (``__main__``, notebook cells,
+    lambdas, nested functions) qualify. The stream is made once and kept while the
+    function and everything it was made of stay as they are (see
+    :mod:`sandboxed.wire.byvalue`): a rebound global, new code, defaults or closure
+    contents make a new one.
+
+    Raises :class:`SerializationError` (``which="function"``) when it cannot be pickled.
+    """
+    if not byvalue.by_value(fn):
+        return None
+    global _by_value_memo
+    memo = _by_value_memo
+    if memo is None:
+        import weakref
+
+        memo = _by_value_memo = weakref.WeakKeyDictionary()
+    known = memo.get(fn)
+    if known is not None and byvalue.unchanged(known.snapshots):
+        return known  # type: ignore[no-any-return]
+    try:
+        try:
+            file = io.BytesIO()
+            file.write(_PLAIN)
+            pickler = _FastPickler(file, PROTOCOL)
+            pickler.dump(fn)
+            shipped = ByValueFunction(file.getvalue(), tuple(pickler.snapshots or ()))
+        except Exception:
+            shipped = ByValueFunction(_pickle_inline(fn), None)
+    except Exception as exc:
+        raise SerializationError("function", _describe(exc)) from exc
+    if shipped.snapshots is not None and len(shipped.stream) <= _MEMO_MAX_STREAM:
+        memo[fn] = shipped
+    return shipped
+
+
+def loads_function(stream: Buffer) -> Callable[..., object]:
+    """Rebuild what :func:`by_value_function` made (runs pickled code).
+
+    Raises :class:`SerializationError` (``which="function"``) when it cannot be rebuilt.
+    """
+    try:
+        fn = _unpickle(stream, ())
+    except Exception as exc:
+        raise SerializationError("function", f"cannot be rebuilt: {_describe(exc)}") from exc
+    if not callable(fn):
+        raise SerializationError("function", "the stream does not hold a function")
+    return fn  # type: ignore[no-any-return]
 
 
 # -- results ---------------------------------------------------------------------------------

@@ -145,6 +145,37 @@ class _Logs:
         self.root = root
 
 
+class FunctionCache:
+    """The by-value functions this worker received, by digest (least recently used out).
+
+    The caller keeps the same account of it (``runtime.channel.ShippedFunctions``), so
+    an entry dropped here is shipped again rather than asked for. Nothing here is trusted
+    by the caller: a worker that loses or denies an entry only makes it send it again.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.fns: dict[bytes, Any] = {}
+
+    def get(self, digest: bytes) -> Any:
+        fn = self.fns.pop(digest, None)
+        if fn is not None:
+            self.fns[digest] = fn
+        return fn
+
+    def put(self, digest: bytes, fn: Any) -> None:
+        self.fns.pop(digest, None)
+        self.fns[digest] = fn
+        while len(self.fns) > self.size:
+            del self.fns[next(iter(self.fns))]
+
+    def clear(self) -> None:
+        self.fns.clear()
+
+
+FUNCTIONS = FunctionCache(frames.FUNCTION_CACHE_SIZE)
+
+
 def serve(sock: socket.socket) -> None:
     """Serve calls on ``sock`` until the caller closes it."""
     from sandboxed import _context
@@ -169,11 +200,22 @@ def serve(sock: socket.socket) -> None:
     header: dict[str, Any] = {}
     while True:
         try:
-            kind, _flags, parts = recv_frame(sock)
+            kind, flags, parts = recv_frame(sock)
         except EOFError:
             return
         if kind != FrameType.CALL:
             continue
+        fn = None
+        apart = flags & frames.FUNCTION_APART
+        if apart:
+            digest = bytes(parts[1])
+            if not parts[2]:
+                fn = FUNCTIONS.get(digest)
+                if fn is None:
+                    with lock:
+                        send_frame(sock, FrameType.UNKNOWN_FUNCTION, [digest])
+                    continue
+            del parts[1]  # [header, function stream, call stream, *buffers]
         # Callers send the same few header bytes call after call: decode them once.
         if parts[0] != raw_header:
             decoded = codec.decode(parts[0])
@@ -183,7 +225,13 @@ def serve(sock: socket.socket) -> None:
         logs.set_level(int(header.get("log_level", _Logs.WARNING)))
         ok = True
         try:
-            fn, args, kwargs = serial.loads_call(parts[1], parts[2:])
+            if apart:
+                if fn is None:
+                    fn = serial.loads_function(parts[1])
+                    FUNCTIONS.put(digest, fn)
+                fn, args, kwargs = serial.loads_call(parts[2], parts[3:], fn=fn)
+            else:
+                fn, args, kwargs = serial.loads_call(parts[1], parts[2:])
             if header.get("ack"):
                 # The caller's timeout counts from here: imports and unpickling don't.
                 with lock:
@@ -211,7 +259,7 @@ def serve(sock: socket.socket) -> None:
         with lock:
             output.flush_locked()
             send_frame(sock, FrameType.RESULT if ok else FrameType.ERROR, out)
-        del value, out
+        del value, out, fn
     del logs
 
 

@@ -24,8 +24,8 @@ from sandboxed import sandboxed as box
 
 def shipped():
     # How many by-value functions the caller sent in full (not by digest) so far.
-    from sandboxed.runtime import pool
-    return pool.FUNCTIONS_SHIPPED
+    from sandboxed.runtime import call
+    return call.FUNCTIONS_SHIPPED
 """
 
 

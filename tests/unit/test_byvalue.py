@@ -146,15 +146,11 @@ def test_the_same_unchanged_function_is_not_pickled_again(main_ns: dict[str, Any
     "change",
     [
         pytest.param(lambda ns: ns.__setitem__("SCALE", 4), id="global-rebound"),
-        pytest.param(
-            lambda ns: ns.__setitem__("helper", lambda x: -x), id="helper-redefined"
-        ),
+        pytest.param(lambda ns: ns.__setitem__("helper", lambda x: -x), id="helper-redefined"),
         pytest.param(
             lambda ns: setattr(ns["compute"], "__code__", (lambda x: x).__code__), id="new-code"
         ),
-        pytest.param(
-            lambda ns: setattr(ns["compute"], "__defaults__", (1,)), id="new-defaults"
-        ),
+        pytest.param(lambda ns: setattr(ns["compute"], "__defaults__", (1,)), id="new-defaults"),
         pytest.param(lambda ns: setattr(ns["compute"], "tag", 1), id="new-attribute"),
         pytest.param(lambda ns: ns.__setitem__("math", os), id="module-rebound"),
     ],
