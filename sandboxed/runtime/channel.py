@@ -27,6 +27,7 @@ from sandboxed._errors import (
 )
 from sandboxed.runtime.client import manager_client
 from sandboxed.runtime.plan import directive_name
+from sandboxed.runtime.relay import write_output
 from sandboxed.systemd import locate
 from sandboxed.systemd.cgroups import CgroupProbe
 from sandboxed.wire import codec, frames
@@ -238,6 +239,9 @@ class UnitChannel:
                     if w is not None:
                         w.status = int(status)
                         w.exited.set()
+                elif kind == FrameType.OUTPUT and len(parts) == 2:
+                    # What a worker wrote to fds 1/2 just before it died, from the supervisor.
+                    write_output(bytes(parts[0]), parts[1])
                 elif kind == FrameType.FAILED:
                     log.warning("sandbox %s: %s", self.name, codec.decode(parts[0]))
         except (EOFError, OSError, ProtocolError, ValueError):

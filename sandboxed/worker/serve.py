@@ -8,6 +8,7 @@ ERROR. Imported in the sandbox before any user code: stdlib and
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import socket
@@ -23,20 +24,51 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-class _Output:
-    """Forward what is written to fds 1 and 2 (Python and C level) as OUTPUT frames.
+class _Frames(io.RawIOBase):
+    """The raw stream under a worker's ``sys.stdout``/``sys.stderr``: each write is sent
+    as OUTPUT frames at once, from the writing thread."""
 
-    The pump reads a pipe only while it holds the send lock, so when a call ends
-    the worker can drain both pipes and send the result after everything the
-    call printed: nothing printed can overtake or trail its result.
+    def __init__(self, output: _Output, name: bytes, fd: int) -> None:
+        super().__init__()
+        self._output = output
+        self._name = name
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        if view.nbytes:
+            self._output.send(self._name, view)
+        return view.nbytes
+
+
+class _Output:
+    """Forward what the worker prints as OUTPUT frames, in order, losing nothing.
+
+    ``sys.stdout`` and ``sys.stderr`` write through to the channel: a write is sent
+    by the thread that makes it before it returns, so output written just before the
+    worker dies (``os._exit``, a segfault, an OOM kill) is already on its way, and
+    stdout and stderr arrive in the order they were written. What is written to
+    fds 1 and 2 directly (C code, child processes) goes through pipes, drained
+    before each frame (so it keeps its place) and by a pump thread; the supervisor
+    holds their read ends too and forwards what a dead worker left in them. When a
+    call ends the worker drains them under the send lock and then sends the result,
+    so nothing printed can overtake or trail its result.
     """
 
-    def __init__(self, sock: socket.socket, lock: threading.Lock) -> None:
+    CHUNK = 1 << 20
+
+    def __init__(self, sock: socket.socket, lock: Any, pipes: Any = None) -> None:
         self.sock = sock
         self.lock = lock
         self.pipes: dict[int, bytes] = {}
-        for fd, name in ((1, b"stdout"), (2, b"stderr")):
-            r, w = os.pipe2(os.O_CLOEXEC)
+        pipes = pipes or (os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC))
+        for fd, name, (r, w) in ((1, b"stdout", pipes[0]), (2, b"stderr", pipes[1])):
             os.set_blocking(r, False)
             os.dup2(w, fd)
             os.close(w)
@@ -44,10 +76,21 @@ class _Output:
         self.poller = select.poll()
         for r in self.pipes:
             self.poller.register(r, select.POLLIN)
-        text = {"buffering": 1, "encoding": "utf-8", "errors": "backslashreplace"}
-        sys.stdout = open(1, "w", closefd=False, **text)  # type: ignore[call-overload]  # noqa: SIM115
-        sys.stderr = open(2, "w", closefd=False, **text)  # type: ignore[call-overload]  # noqa: SIM115
+        for fd, name, attr in ((1, b"stdout", "stdout"), (2, b"stderr", "stderr")):
+            stream = io.TextIOWrapper(
+                _Frames(self, name, fd),  # type: ignore[type-var]
+                encoding="utf-8",
+                errors="backslashreplace",
+                write_through=True,
+            )
+            setattr(sys, attr, stream)
         threading.Thread(target=self._pump, name="sandboxed-output", daemon=True).start()
+
+    def send(self, name: bytes, data: memoryview) -> None:
+        with self.lock:
+            self._drain_ready()
+            for start in range(0, data.nbytes, self.CHUNK):
+                send_frame(self.sock, FrameType.OUTPUT, [name, data[start : start + self.CHUNK]])
 
     def _pump(self) -> None:
         while True:
@@ -66,15 +109,18 @@ class _Output:
                     break
                 send_frame(self.sock, FrameType.OUTPUT, [self.pipes[r], data])
 
+    def _drain_ready(self) -> None:
+        # One poll rather than a failing read per pipe: usually nothing was written there.
+        ready = [fd for fd, _ in self.poller.poll(0)]
+        if ready:
+            self._drain(ready)
+
     def flush_locked(self) -> None:
         """With the send lock held: forward everything printed so far."""
         for stream in (sys.stdout, sys.stderr):
             with _suppress(OSError, ValueError):
                 stream.flush()
-        # One poll rather than a failing read per pipe: usually nothing was printed.
-        ready = [fd for fd, _ in self.poller.poll(0)]
-        if ready:
-            self._drain(ready)
+        self._drain_ready()
 
 
 class _Logs:
@@ -87,7 +133,7 @@ class _Logs:
 
     WARNING = 30
 
-    def __init__(self, sock: socket.socket, lock: threading.Lock) -> None:
+    def __init__(self, sock: socket.socket, lock: Any) -> None:
         self.sock = sock
         self.lock = lock
         self.level = self.WARNING
@@ -176,13 +222,15 @@ class FunctionCache:
 FUNCTIONS = FunctionCache(frames.FUNCTION_CACHE_SIZE)
 
 
-def serve(sock: socket.socket) -> None:
-    """Serve calls on ``sock`` until the caller closes it."""
+def serve(sock: socket.socket, pipes: Any = None) -> None:
+    """Serve calls on ``sock`` until the caller closes it (``pipes``: the (read, write)
+    pairs of the pipes that become fds 1 and 2; the supervisor keeps their read ends)."""
     from sandboxed import _context
     from sandboxed.wire import serial
 
     _context.IN_WORKER = True
-    lock = threading.Lock()
+    # Reentrant: flushing a stream under the lock may write through to _Output.send.
+    lock = threading.RLock()
 
     def send_partial(index: int, ok: bool, parts: Any) -> None:
         with lock:
@@ -194,7 +242,7 @@ def serve(sock: socket.socket) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.close(devnull)
-    output = _Output(sock, lock)
+    output = _Output(sock, lock, pipes)
     logs = _Logs(sock, lock)
     raw_header = b""
     header: dict[str, Any] = {}

@@ -45,6 +45,9 @@ def _info() -> dict[str, Any]:
 def supervise(ctl: socket.socket) -> None:
     """Serve the control socket until the caller closes it."""
     children: dict[int, int] = {}  # pid -> worker id
+    # pid -> read ends of the worker's stdout/stderr pipes: what it wrote to fds 1 and 2
+    # just before it died is forwarded from here, before its EXITED.
+    outputs: dict[int, tuple[int, int]] = {}
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -65,7 +68,7 @@ def supervise(ctl: socket.socket) -> None:
                     pass
             except BlockingIOError:
                 pass
-            _reap(ctl, children)
+            _reap(ctl, children, outputs)
         if ctl in ready:
             try:
                 kind, parts, fds = recv_frame_with_fds(ctl)
@@ -81,19 +84,27 @@ def supervise(ctl: socket.socket) -> None:
                     for fd in fds:
                         os.close(fd)
                     continue
+                pipes = (os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC))
                 pid = os.fork()
                 if pid == 0:
                     try:
                         os.close(rfd)
                         os.close(wfd)
+                        for other in outputs.values():
+                            for fd in other:
+                                os.close(fd)
                         signal.set_wakeup_fd(-1)
                         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                         signal.signal(signal.SIGTERM, signal.SIG_DFL)
                         ctl.close()
-                        serve(socket.socket(fileno=fds[0]))
+                        serve(socket.socket(fileno=fds[0]), pipes)
                     finally:
                         os._exit(0)
                 os.close(fds[0])
+                for r, w in pipes:
+                    os.close(w)
+                    os.set_blocking(r, False)
+                outputs[pid] = (pipes[0][0], pipes[1][0])
                 children[pid] = wid
                 send_frame(ctl, FrameType.SPAWNED, [frames.pack(FrameType.SPAWNED, wid, pid)])
             elif kind == FrameType.KILL:
@@ -110,7 +121,9 @@ def supervise(ctl: socket.socket) -> None:
                     os.close(fd)
 
 
-def _reap(ctl: socket.socket, children: dict[int, int]) -> None:
+def _reap(
+    ctl: socket.socket, children: dict[int, int], outputs: dict[int, tuple[int, int]]
+) -> None:
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -119,9 +132,27 @@ def _reap(ctl: socket.socket, children: dict[int, int]) -> None:
         if pid == 0:
             return
         wid = children.pop(pid, None)
+        with _suppress(OSError):
+            _last_words(ctl, outputs.pop(pid, ()))
         if wid is not None:
             with _suppress(OSError):
                 send_frame(ctl, FrameType.EXITED, [frames.pack(FrameType.EXITED, wid, pid, status)])
+
+
+def _last_words(ctl: socket.socket, fds: tuple[int, ...]) -> None:
+    """Forward what a dead worker left in its stdout/stderr pipes, then close them."""
+    for fd, name in zip(fds, (b"stdout", b"stderr"), strict=False):
+        try:
+            while True:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                send_frame(ctl, FrameType.OUTPUT, [name, data])
+        finally:
+            os.close(fd)
 
 
 def _terminate(children: dict[int, int]) -> None:
