@@ -62,7 +62,7 @@ def test_failing_assert_is_rewritten():
     assert x + 1 == 5, "arithmetic"
 
 @pytest.mark.sandboxed()
-def test_unpicklable_fixture_is_refused(capsys):
+def test_unpicklable_fixture_is_refused(request):
     pass
 
 @pytest.mark.sandboxed()
@@ -114,6 +114,11 @@ def test_iso_b_next_test_starts_from_the_same_state():
 def test_iso_c_pytests_process_was_not_touched():
     assert "LEAKY" not in os.environ and "RAW" not in os.environ
     assert json.dumps({{}}) == "{{}}"
+
+@pytest.mark.sandboxed(NoNetwork)
+def test_capsys_works_inside(capsys):
+    print("from the sandbox")
+    assert capsys.readouterr().out == "from the sandbox\\n"
 
 # -- temporary directories under every preset
 PRESETS = {{
@@ -334,6 +339,7 @@ def section(out: str, test: str) -> str:
         ("test_iso_a_monkeypatch_works_inside", "PASSED"),
         ("test_iso_b_next_test_starts_from_the_same_state", "PASSED"),
         ("test_iso_c_pytests_process_was_not_touched", "PASSED"),
+        ("test_capsys_works_inside", "PASSED"),
         *[
             (f"test_tmp_dirs_are_writable[{p}]", "PASSED")
             for p in (
@@ -480,7 +486,7 @@ def test_failure_report_shows_the_rewritten_assert_and_the_sandbox(
 
 def test_unpicklable_fixture_failure_names_the_fixture(inner: tuple[str, dict[str, str]]) -> None:
     out, _ = inner
-    assert "@pytest.mark.sandboxed: fixture 'capsys' (CaptureFixture) cannot be passed" in out
+    assert "@pytest.mark.sandboxed: fixture 'request' (TopRequest) cannot be passed" in out
 
 
 def test_bad_marker_options_fail_with_the_directive_error(
