@@ -293,3 +293,15 @@ class ConnectionLost(ManagerError):
 
 class ProtocolError(ConnectionError):
     """The peer sent something that is not a frame of this protocol."""
+
+
+def trim(e: BaseException) -> None:
+    """Drop the caller-side frames from ``e``'s traceback when it is the user's exception.
+
+    An exception raised by the function in the sandbox comes back with the
+    sandbox-side traceback as its ``__cause__`` (as in ``concurrent.futures``);
+    the frames of the library that carried it back say nothing to the user.
+    Errors of sandboxed itself keep their frames.
+    """
+    if isinstance(e.__cause__, RemoteTraceback):
+        e.with_traceback(None)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
-from sandboxed._errors import RemoteError, SerializationError
+from sandboxed._errors import RemoteError, SerializationError, trim
 from sandboxed.directives.options import OptionSet
 from sandboxed.runtime.client import manager_client
 from sandboxed.runtime.pool import Sandbox
@@ -241,6 +241,7 @@ class TransientUnitPoolExecutor(Executor):
             result = self._sandbox.call(fn, args, kwargs, stats=self.options.accounting)
         except BaseException as e:  # noqa: BLE001
             fut.stats = last_call_stats()
+            trim(e)
             fut.set_exception(e)
         else:
             fut.stats = last_call_stats()

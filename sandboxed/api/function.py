@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from sandboxed import _context
+from sandboxed._errors import trim
 from sandboxed.runtime import stats as _stats
 
 if TYPE_CHECKING:
@@ -61,7 +62,12 @@ class SandboxedFunction(wrapt.FunctionWrapper[..., Any]):
         # The wrapper knows its own SandboxedFunction: the same plain function may be
         # decorated several times with different option sets.
         def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            return impl(self, wrapped, instance, args, kwargs)
+            __tracebackhide__ = True  # pytest and IPython leave this frame out
+            try:
+                return impl(self, wrapped, instance, args, kwargs)
+            except BaseException as e:
+                trim(e)
+                raise
 
         super().__init__(wrapped, wrapper)
         self._self_options = options
@@ -203,9 +209,16 @@ async def _call_async(
     import asyncio
 
     loop = asyncio.get_running_loop()
+    __tracebackhide__ = True  # pytest and IPython leave this frame out
     fut = loop.run_in_executor(None, run)
     try:
-        return await asyncio.shield(fut)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            trim(e)
+            raise
     except asyncio.CancelledError:
         with lock:
             cancelled = True

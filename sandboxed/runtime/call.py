@@ -53,7 +53,7 @@ class Pool(Protocol):
     functions_apart: bool
 
     def check_reachable(self, fn: Callable[..., Any]) -> None: ...
-    def acquire(self) -> WorkerChannel: ...
+    def acquire(self, fresh: bool = False) -> WorkerChannel: ...
     def release(self, w: WorkerChannel, healthy: bool) -> None: ...
     def recycle(self, unit: UnitChannel) -> None: ...
 
@@ -88,6 +88,7 @@ def run(
     on_start: Callable[[Callable[[], None]], None] | None,
     accounting: bool,
     on_partial: Callable[[int, bool, list[bytearray]], None] | None,
+    fresh: bool = False,
 ) -> Any:
     """Run one call in a worker of ``pool`` (see :meth:`Sandbox.call`)."""
     _stats.record(None)
@@ -105,7 +106,7 @@ def run(
     if size > limit:
         raise PayloadTooLargeError("call (function and arguments)", size, limit)
     header = _call_header(safe, logging.getLogger().getEffectiveLevel(), timeout is not None)
-    w = pool.acquire()
+    w = pool.acquire(fresh)
     healthy = False
     cancelled = _Flag()
     if on_start is not None:
@@ -200,7 +201,7 @@ def run(
             # Processes forked up to TasksMax= may still run: recycle the unit.
             healthy = False
             pool.recycle(w.unit)
-        pool.release(w, healthy)
+        pool.release(w, healthy and not fresh)
 
 
 def _send_apart(

@@ -91,7 +91,8 @@ def _site_setup() -> str:
             except OSError:
                 continue
             for name in names:
-                if name.startswith("__editable__.sandboxed-"):
+                # The distribution is systemd-sandboxed (older venvs: sandboxed).
+                if name.startswith(("__editable__.systemd_sandboxed-", "__editable__.sandboxed-")):
                     continue
                 try:
                     with open(os.path.join(d, name), encoding="utf-8") as f:

@@ -148,12 +148,13 @@ class Sandbox:
             hook(self)
         return u
 
-    def acquire(self) -> WorkerChannel:
+    def acquire(self, fresh: bool = False) -> WorkerChannel:
+        """A worker for one call: an idle one, or (``fresh``, or none idle) a new one."""
         unit = self.ensure_unit()
         with self._cond:
             grant: WorkerChannel | str | None = None
             if not self._waiters:
-                while self._idle:
+                while self._idle and not fresh:
                     w = self._idle.pop()
                     if w.unit is unit and unit.alive and not w.exited.is_set():
                         self._busy += 1
@@ -169,9 +170,9 @@ class Sandbox:
             grant = self._wait(waiter)
         if isinstance(grant, WorkerChannel):
             w = grant
-            if w.unit.alive and not w.exited.is_set() and w.unit is self._unit:
+            if not fresh and w.unit.alive and not w.exited.is_set() and w.unit is self._unit:
                 return w
-            w.close()  # it went away while being handed over: the place stays ours
+            w.close()  # gone while handed over, or not fresh: the place stays ours
         try:
             return self.ensure_unit().spawn()
         except BaseException:
@@ -298,6 +299,7 @@ class Sandbox:
         on_start: Callable[[Callable[[], None]], None] | None = None,
         stats: bool = True,
         on_partial: Callable[[int, bool, list[bytearray]], None] | None = None,
+        fresh: bool = False,
     ) -> Any:
         """Run ``fn(*args, **kwargs)`` in a worker and return its result (or raise its error).
 
@@ -305,5 +307,7 @@ class Sandbox:
         ``on_partial(index, ok, parts)`` receives each task outcome a batch streams
         (see :mod:`sandboxed.worker.batch`) as it arrives. The call's resource figures
         are kept in :func:`sandboxed.runtime.stats.last` and :attr:`last_stats`.
+        ``fresh=True`` runs the call in a worker process of its own, forked for it and
+        ended after it: nothing the call changes in its process reaches a later call.
         """
-        return _call.run(self, fn, args, kwargs, timeout, on_start, stats, on_partial)
+        return _call.run(self, fn, args, kwargs, timeout, on_start, stats, on_partial, fresh)

@@ -20,7 +20,8 @@ from types import TracebackType
 import pytest
 
 import sandboxed
-from sandboxed import NoNetwork, RemoteError, SafeResults, sandboxed as sandboxed_
+from sandboxed import NoNetwork, RemoteError, SafeResults
+from sandboxed import sandboxed as sandboxed_
 from sandboxed._errors import RemoteTraceback
 
 pytestmark = pytest.mark.systemd
@@ -126,8 +127,9 @@ def test_pytest_report_of_a_failing_call_shows_no_library_frames(
 
 
 def test_executor_future_exception_carries_no_library_frames(systemd: object) -> None:
-    from sandboxed import TransientUnitPoolExecutor
     import tasks
+
+    from sandboxed import TransientUnitPoolExecutor
 
     with TransientUnitPoolExecutor(1, NoNetwork) as pool:
         e = caught(pool.submit(tasks.fail, "gone").result)
