@@ -229,6 +229,21 @@ def check_reach(user: str = "nobody") -> list[Finding]:
     from sandboxed._errors import UnreachableCodeError
     from sandboxed.runtime.reach import Identity, blocking_ancestor, needed_paths, plan
 
+    if not user.isdigit():
+        import pwd
+
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            return [
+                Finding(
+                    "FAIL",
+                    f"user {user!r} does not exist on this machine: a unit with User={user} "
+                    "would not start",
+                    "name an existing user (nobody is on every system), a numeric uid, "
+                    "or DynamicUser=yes",
+                )
+            ]
     who = Identity.of(user)
     cwd = os.path.realpath(os.getcwd())
     required, optional = needed_paths([cwd])

@@ -7,6 +7,7 @@ package with a :class:`~sandboxed.cli.options.Command` and a line here.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -47,10 +48,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[ns.command].run(ns)
     except SandboxError as e:
-        print(f"sandboxed {ns.command}: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        rest = str(e).splitlines()[1:]
-        if rest:
-            print("\n".join(rest), file=sys.stderr)
+        _error(ns.command, str(e))
         return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as e:
+        # Permissions, missing files, a socket that went away: the system's words
+        # and the path, not our traceback.
+        where = f": {e.filename}" if e.filename is not None else ""
+        _error(ns.command, f"{e.strerror or e}{where} ({type(e).__name__})")
+        return 1
+    except Exception as e:
+        if os.environ.get("SANDBOXED_DEBUG"):
+            raise
+        _error(
+            ns.command,
+            f"unexpected {type(e).__name__}: {e}\n"
+            "this is a bug in sandboxed: please report it; SANDBOXED_DEBUG=1 shows the traceback",
+        )
+        return 1
+
+
+def _error(command: str, message: str) -> None:
+    """``sandboxed <command>: error: <first line>``, then the rest of the message."""
+    lines = message.splitlines() or [""]
+    print(f"sandboxed {command}: error: {lines[0]}", file=sys.stderr)
+    if lines[1:]:
+        print("\n".join(lines[1:]), file=sys.stderr)

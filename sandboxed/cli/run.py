@@ -92,7 +92,22 @@ def _entry(kind: str, target: str, argv: list[str]) -> int:
                     return 2
                 raise
             for part in qual.split("."):
-                obj = getattr(obj, part)
+                try:
+                    obj = getattr(obj, part)
+                except AttributeError:
+                    print(
+                        f"sandboxed run: error: {target!r}: module {mod_name!r} has no "
+                        f"attribute {qual!r}; accepted: pkg.module:function",
+                        file=sys.stderr,
+                    )
+                    return 2
+            if not callable(obj):
+                print(
+                    f"sandboxed run: error: {target!r} is a {type(obj).__name__}, "
+                    "not a function to call",
+                    file=sys.stderr,
+                )
+                return 2
             result = obj(*argv)
             if result is not None:
                 print(result)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import secrets
@@ -153,6 +155,24 @@ def test_run_of_a_module_the_sandbox_cannot_import_says_so(systemd: object, proj
     no_traceback(r)
 
 
+def test_run_of_a_function_the_module_lacks_is_an_error_like_an_import_failure(
+    systemd: object, project: Path
+) -> None:
+    r = cli("run", "tool:nosuchfunc", cwd=project)
+    assert r.returncode == 2
+    assert r.stderr.startswith("sandboxed run: error: 'tool:nosuchfunc': module 'tool' has no")
+    no_traceback(r)
+    assert "AttributeError" not in r.stderr
+
+
+def test_run_of_something_not_callable_is_an_error(systemd: object, project: Path) -> None:
+    (project / "consts.py").write_text("LIMIT = 3\n")
+    r = cli("run", "consts:LIMIT", cwd=project)
+    assert r.returncode == 2
+    assert "sandboxed run: error: 'consts:LIMIT' is a int, not a function to call" in r.stderr
+    no_traceback(r)
+
+
 # -- ls, stop, gc ---------------------------------------------------------------------------
 
 
@@ -270,6 +290,58 @@ def test_doctor_names_an_unreachable_manager_with_a_remedy(systemd: object) -> N
     assert r.returncode == 1
     assert "FAIL  no service manager reachable" in r.stdout
     assert "remedy:" in r.stdout
+
+
+def test_doctor_reports_a_user_that_does_not_exist(systemd: object) -> None:
+    r = cli("doctor", "--quick", "--user", "nosuchuser")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL  user 'nosuchuser' does not exist on this machine" in r.stdout
+    assert "readable by nosuchuser" not in r.stdout and "reachable by nosuchuser" not in r.stdout
+    no_traceback(r)
+
+
+# The CLI run by an unprivileged user: everything it needs is imported first (as
+# root: this checkout may not be readable by nobody), then the process drops to nobody.
+AS_NOBODY = """
+import os, sys
+import sandboxed.cli.main as m
+import sandboxed.cli.embedded, sandboxed.systemd.embedded, sandboxed.systemd.bus
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+sys.exit(m.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops from root to nobody")
+def test_embedded_stop_as_non_root_prints_an_error_and_no_traceback(systemd: object) -> None:
+    r = subprocess.run(
+        [sys.executable, "-c", AS_NOBODY, "embedded", "stop"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert r.stderr.startswith("sandboxed embedded: error: "), r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 3, r.stderr
+    no_traceback(r)
+
+
+def test_an_unexpected_error_is_one_line_naming_it_a_bug(systemd: object) -> None:
+    from sandboxed.cli import main as cli_main
+
+    def broken(ns: object) -> int:
+        raise RuntimeError("wires crossed")
+
+    saved = cli_main.COMMANDS["ls"]
+    cli_main.COMMANDS["ls"] = saved._replace(run=broken)
+    try:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = cli_main.main(["ls"])
+    finally:
+        cli_main.COMMANDS["ls"] = saved
+    assert code == 1
+    assert err.getvalue().startswith("sandboxed ls: error: unexpected RuntimeError: wires crossed")
+    assert "Traceback" not in err.getvalue()
 
 
 def test_cli_without_a_command_shows_usage(systemd: object) -> None:
