@@ -48,7 +48,9 @@ def sandboxed(*presets: Any, **options: Any) -> Any:
     staticmethods and ``async def`` functions (which return awaitables).
 
     Raises (when decorating, before any unit exists): :class:`UnknownDirectiveError`,
-    :class:`InvalidDirectiveValueError`, :class:`ConflictingDirectivesError`.
+    :class:`InvalidDirectiveValueError`, :class:`ConflictingDirectivesError`, and
+    :class:`ConfigurationError` for what cannot be sandboxed (a class, a generator
+    function, something not callable, a preset constructor without its argument).
     """
     if _context.IN_WORKER:
         # Inside a sandbox a sandboxed function is just the function: it runs directly.
@@ -57,14 +59,59 @@ def sandboxed(*presets: Any, **options: Any) -> Any:
         return lambda fn: fn
     from sandboxed.directives.options import OptionSet
 
-    if len(presets) == 1 and not options and _is_target(presets[0]):
-        return _wrap(presets[0], OptionSet.build())
+    for p in presets:
+        _refuse_factory(p)
+    first = presets[0] if len(presets) == 1 and not options else None
+    if first is not None and (_is_target(first) or isinstance(first, type)):
+        _check_target(first)
+        return _wrap(first, OptionSet.build())
     built = OptionSet.build(*presets, **options)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        _check_target(fn)
         return _wrap(fn, built)  # type: ignore[no-any-return]
 
     return decorate
+
+
+def _refuse_factory(obj: Any) -> None:
+    if getattr(obj, "__module__", None) != "sandboxed.directives.presets" or isinstance(obj, type):
+        return
+    from sandboxed.directives.presets import factory_example
+
+    example = factory_example(obj)
+    if example is not None:
+        from sandboxed._errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"{obj.__name__} is a preset constructor and needs its argument: write {example}"
+        )
+
+
+def _check_target(obj: Any) -> None:
+    """Raise ConfigurationError for what cannot be a sandboxed function, saying what to write."""
+    from sandboxed._errors import ConfigurationError
+
+    fn = obj.__func__ if isinstance(obj, (classmethod, staticmethod)) else obj
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    if isinstance(fn, type):
+        raise ConfigurationError(
+            f"@sandboxed decorates functions, not classes: {name} would be built in the "
+            "sandbox and its instance copied back, unsandboxed; decorate its methods, or a "
+            "function that returns plain data"
+        )
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+        raise ConfigurationError(
+            f"{name} is {kind} function: a generator cannot cross the sandbox boundary "
+            "(it runs in the worker, and would be pickled unstarted or not at all); return a "
+            "list instead (return list(...)), or submit one call per item to the executor"
+        )
+    if not callable(fn):
+        raise ConfigurationError(
+            f"sandboxed(...) decorates a function; got {obj!r} ({type(obj).__name__}); "
+            "write @sandboxed(...) above a def, or sandboxed(...)(function)"
+        )
 
 
 def _is_target(obj: Any) -> bool:

@@ -283,6 +283,12 @@ TASKS = Kind(
 
 
 def _cpu_quota_convert(value: object) -> Hashable:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 1:
+        # 20 would be 20 CPUs (2000 %): almost always 20 % was meant.
+        raise Invalid(
+            f"a bare number above 1 is ambiguous: for {value:g} % write {value / 100:g} or "
+            f"'{value:g}%'; for {value:g} CPUs write '{value * 100:g}%'"
+        )
     if isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     result = parse_percent(value, bounded=False)
@@ -297,7 +303,7 @@ def _cpu_quota_emit(bus: str, value: Any) -> list[Property]:
 
 CPU_QUOTA = Kind(
     "t",
-    "a share of one CPU: '20%', '150%', or a number of CPUs as a float or int (0.2 is 20%)",
+    "a share of one CPU: '20%', '150%', or a fraction of one CPU up to 1 (0.2 is 20%)",
     _cpu_quota_convert,
     _cpu_quota_emit,
     lambda v: [str(v)],

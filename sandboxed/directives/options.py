@@ -28,8 +28,9 @@ from sandboxed._errors import (
     ConflictingDirectivesError,
     UnknownDirectiveError,
 )
+from sandboxed.directives.checks import check as check_values
 from sandboxed.directives.directive import Directive, Property, RawProperty, lookup
-from sandboxed.directives.presets import Preset, normalise_option, preset_by_name
+from sandboxed.directives.presets import Preset, factory_example, normalise_option, preset_by_name
 
 __all__ = ["OPTION_NAMES", "OptionSet"]
 
@@ -181,6 +182,12 @@ class OptionSet:
             if isinstance(p, str):
                 p = preset_by_name(p)
             if not isinstance(p, Preset):
+                example = factory_example(p)
+                if example is not None:
+                    raise ConfigurationError(
+                        f"{getattr(p, '__name__', p)} is a preset constructor and needs its "
+                        f"argument: write {example}"
+                    )
                 raise ConfigurationError(
                     f"{p!r} is not a preset; accepted positionally: a Preset such as "
                     "NoNetwork, a preset name, or a Directive"
@@ -241,6 +248,7 @@ class OptionSet:
                 overrides.append((name, _option_said(chosen, name), value))
             final[name] = value
 
+        check_values(effective.values())
         raw_props = _raw(raw, effective)
         return cls(
             directives=tuple(effective[k] for k in sorted(effective)),

@@ -626,6 +626,24 @@ def Timeout(seconds: float) -> Preset:
     return _param("Timeout", seconds, {}, timeout=seconds)
 
 
+#: How a call of each preset constructor looks (for errors when one is given bare).
+_FACTORY_EXAMPLES: Final = {
+    "AsUser": "AsUser('nobody')",
+    "CPU": "CPU(0.2)",
+    "Memory": "Memory('512M')",
+    "Tasks": "Tasks(64)",
+    "Timeout": "Timeout(30)",
+}
+
+
+def factory_example(obj: object) -> str | None:
+    """``"CPU(0.2)"`` when ``obj`` is a preset constructor (given without its argument)."""
+    name = getattr(obj, "__name__", "")
+    if name in _FACTORY_EXAMPLES and globals().get(name) is obj:
+        return _FACTORY_EXAMPLES[name]
+    return None
+
+
 # -- by name (for the CLI) ----------------------------------------------------------------------
 
 #: The presets that need no argument, by name.

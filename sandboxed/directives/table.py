@@ -311,7 +311,7 @@ _RESOURCE: list[Row] = [
     ("CPUAccounting", BOOL, "", "yes", ""),
     ("CPUWeight", CPU_WEIGHT, "", "50", ""),
     ("StartupCPUWeight", CPU_WEIGHT, "", "50", ""),
-    ("CPUQuota", CPU_QUOTA, "CPUQuotaPerSecUSec", "20%", "a float is a number of CPUs: 0.2 is 20%"),
+    ("CPUQuota", CPU_QUOTA, "CPUQuotaPerSecUSec", "20%", "a bare number above 1 is refused: 20 means '20%' (or 0.2)"),
     ("CPUQuotaPeriodSec", timespan(empty_is_infinity=True), "CPUQuotaPeriodUSec", "10ms", ""),
     ("AllowedCPUs", CPU_SET, "", "0-1", ""),
     ("StartupAllowedCPUs", CPU_SET, "", "0", ""),

@@ -109,6 +109,80 @@ _DILL = b"D"
 _FRAME_SIZE_TARGET = 64 * 1024
 
 
+# -- values bound to this process ------------------------------------------------------------
+
+
+class ProcessBound(Exception):
+    """Internal: a value that only means something in the process that holds it."""
+
+
+_BY_NAME = {
+    ("_thread", "lock"): "lock",
+    ("_thread", "RLock"): "lock",
+    ("_socket", "socket"): "socket",
+    ("mmap", "mmap"): "mmap",
+    ("_multiprocessing", "SemLock"): "semlock",
+    ("select", "epoll"): "selector",
+    ("select", "poll"): "selector",
+}
+_ADVICE = {
+    "file": (
+        "an open file",
+        "a file object belongs to this process: the sandbox would get a new file opened by "
+        "name (mode 'w' truncates it, 'r+' writes from offset 0), not this one; pass its "
+        "path and open it in the function, or pass its contents (f.read())",
+    ),
+    "lock": (
+        "a lock",
+        "a lock only orders the threads of this process: the sandbox would get a new, "
+        "unrelated one; leave it out and order the work with the call's result or futures",
+    ),
+    "socket": (
+        "a socket",
+        "a socket belongs to this process; pass the address to connect to, or the data",
+    ),
+    "mmap": ("a memory map", "pass the mapped file's path, or the bytes"),
+    "semlock": (
+        "a multiprocessing lock or semaphore",
+        "it only orders processes of this program; leave it out",
+    ),
+    "selector": ("a selector (epoll/poll)", "it belongs to this process; leave it out"),
+}
+_MISSING = object()
+_bound_kinds: dict[type, str | None] = {}
+
+
+def _bound_kind(kind: type) -> str | None:
+    found = _bound_kinds.get(kind, _MISSING)
+    if found is _MISSING:
+        found = None
+        if issubclass(kind, io.IOBase) and not issubclass(kind, (io.BytesIO, io.StringIO)):
+            found = "file"
+        else:
+            for base in kind.__mro__:
+                found = _BY_NAME.get((base.__module__, base.__qualname__))
+                if found:
+                    break
+        _bound_kinds[kind] = found
+    return found  # type: ignore[return-value]
+
+
+def _refuse_bound(obj: object) -> None:
+    kind = _bound_kind(type(obj))
+    if kind is not None:
+        what, advice = _ADVICE[kind]
+        shown = _safe_repr(obj)
+        raise ProcessBound(f"it holds {what} ({shown}): {advice}")
+
+
+def _safe_repr(obj: object) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__name__}>"
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
 # -- pickling --------------------------------------------------------------------------------
 
 
@@ -171,11 +245,19 @@ def _out_of_band(parts: list[Buffer], buf: pickle.PickleBuffer) -> bool:
     return False
 
 
-class _FastPickler(byvalue.ByValue, pickle.Pickler):
+class _Bound:
+    """Mixin: refuse values bound to this process (files, locks...) before anything is sent."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        _refuse_bound(obj)
+        return super().reducer_override(obj)  # type: ignore[misc]
+
+
+class _FastPickler(_Bound, byvalue.ByValue, pickle.Pickler):
     pass
 
 
-class _FastPersistentPickler(_Persistent, byvalue.ByValue, pickle.Pickler):
+class _FastPersistentPickler(_Persistent, _Bound, byvalue.ByValue, pickle.Pickler):
     def __init__(self, file: io.BytesIO, parts: list[Buffer]) -> None:
         self.parts = parts
         self._seen = {}
@@ -201,11 +283,21 @@ def _dill() -> tuple[type[Any], type[Any], type[Any]]:
                     file, PROTOCOL, buffer_callback=self.buffer_callback, recurse=True, byref=False
                 )
 
+            def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+                # dill pickles open files by name and locks as new locks: refuse them.
+                _refuse_bound(obj)
+                super().save(obj, save_persistent_id)
+
         class _DillUnpickler(_Loader, dill.Unpickler):  # type: ignore[misc]
             def __init__(self, file: io.BytesIO, buffers: Sequence[Buffer]) -> None:
                 super().__init__(file, buffers=self._setup(buffers))
 
-        _dill_classes = (dill.Pickler, _DillPickler, _DillUnpickler)
+        class _DillInline(dill.Pickler):  # type: ignore[misc]
+            def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+                _refuse_bound(obj)
+                super().save(obj, save_persistent_id)
+
+        _dill_classes = (_DillInline, _DillPickler, _DillUnpickler)
     return _dill_classes
 
 
@@ -239,6 +331,8 @@ def _pickle(obj: object) -> list[Buffer]:
     """Pickle with the C pickler, or with dill when that fails; raise what dill raised."""
     try:
         return _pickle_fast(obj)
+    except ProcessBound:
+        raise
     except Exception:
         pass
     return _pickle_dill(obj)
@@ -332,9 +426,52 @@ def dumps_call(
     for which, part in parts:
         try:
             _pickle(part)
+        except ProcessBound as exc:
+            reason = _bound_reason(fn, exc) if which == "function" else str(exc)
+            raise SerializationError(which, reason) from None
         except Exception as exc:
             raise SerializationError(which, _describe(exc)) from exc
     raise SerializationError("call", _describe(whole)) from whole
+
+
+def _bound_reason(fn: object, exc: ProcessBound) -> str:
+    """Why ``fn`` cannot travel, naming the global or variable that holds the bound value."""
+    reason = str(exc)
+    name = _bound_global(fn)
+    return f"it uses {name}, which {reason[3:]}" if name else reason
+
+
+def _bound_global(fn: object) -> str | None:
+    """The global or closure variable of ``fn`` that holds a process-bound value, if one does."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    found: list[tuple[str, object]] = []
+    cells = getattr(fn, "__closure__", None) or ()
+    for name, cell in zip(code.co_freevars, cells, strict=False):
+        try:
+            found.append((f"the variable {name!r}", cell.cell_contents))
+        except ValueError:
+            continue
+    namespace = getattr(fn, "__globals__", {})
+    names = byvalue.global_names(code)
+    found += [(f"the global {n!r}", namespace[n]) for n in names if n in namespace]
+    for label, value in found:
+        try:
+            _pickle_fast_or_dill_check(value)
+        except ProcessBound:
+            return label
+        except Exception:
+            continue
+    return None
+
+
+def _pickle_fast_or_dill_check(value: object) -> None:
+    import types  # only on this error path: the worker's start-up does without it
+
+    if isinstance(value, types.ModuleType | types.FunctionType | type):
+        return
+    _pickle(value)
 
 
 def loads_call(
@@ -418,8 +555,12 @@ def by_value_function(fn: object) -> ByValueFunction | None:
             pickler = _FastPickler(file, PROTOCOL)
             pickler.dump(fn)
             shipped = ByValueFunction(file.getvalue(), tuple(pickler.snapshots or ()))
+        except ProcessBound:
+            raise
         except Exception:
             shipped = ByValueFunction(_pickle_inline(fn), None)
+    except ProcessBound as exc:
+        raise SerializationError("function", _bound_reason(fn, exc)) from None
     except Exception as exc:
         raise SerializationError("function", _describe(exc)) from exc
     if shipped.snapshots is not None and len(shipped.stream) <= _MEMO_MAX_STREAM:
@@ -456,6 +597,8 @@ def dumps_result(value: object, *, safe: bool = False) -> list[Buffer]:
         return codec.encode_parts(value, root="result")
     try:
         return _pickle(value)
+    except ProcessBound as exc:
+        raise SerializationError("result", str(exc)) from None
     except Exception as exc:
         raise SerializationError("result", _describe(exc)) from exc
 

@@ -146,7 +146,7 @@ def test_the_key_is_short_hex_and_stable_across_processes() -> None:
 
 
 _PRESET_POOL = [NoNetwork, ReadOnly, PrivateTmp, AsUser("nobody"), Timeout(3)]
-_CPU_SPELLINGS = {0.2: ["20%", 0.2, " 20% "], 1.5: ["150%", 1.5]}
+_CPU_SPELLINGS = {0.2: ["20%", 0.2, " 20% "], 1.0: ["100%", 1.0, 1], 1.5: ["150%", " 150% "]}
 
 
 @given(
