@@ -1,0 +1,201 @@
+"""Rootless mode, against a real user manager: what holds is probed from inside, what
+cannot hold is refused before a unit starts.
+
+Every test runs Python as the test user (see ``conftest.py``), in a subprocess,
+with the public API; probes run inside real units of that user's manager.
+"""
+
+from __future__ import annotations
+
+import pytest
+from rootless_kit import UserSession
+
+pytestmark = pytest.mark.systemd
+
+# Shared by the snippets: how many jobs the user manager ever installed (a unit start
+# is a job), so a test can tell that a refusal came before any unit was asked for.
+JOBS = """
+from sandboxed._bus import ManagerClient
+import os
+_mc = ManagerClient("unix:path=" + os.environ["XDG_RUNTIME_DIR"] + "/bus")
+def jobs():
+    return int(_mc.get_property("/org/freedesktop/systemd1",
+                                "org.freedesktop.systemd1.Manager", "NInstalledJobs"))
+"""
+
+# Probes run inside the unit; they travel by value (defined in the snippet's __main__).
+PROBE = """
+def look():
+    import os, socket
+    out = {"uid": os.getuid(), "cgroup": open("/proc/self/cgroup").read(),
+           "uid_map": open("/proc/self/uid_map").read().split()}
+    out["ifaces"] = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:])
+    st = {}
+    for l in open("/proc/self/status"):
+        k, _, v = l.partition(":")
+        st[k] = v.strip()
+    out["nnp"], out["seccomp"] = st["NoNewPrivs"], st["Seccomp"]
+    def writable(path):
+        try:
+            with open(path, "w") as f:
+                f.write("x")
+            os.unlink(path)
+            return True
+        except OSError:
+            return False
+    out["root_writable"] = writable("/etc/.sandboxed-rootless-probe")
+    out["home_writable"] = writable(os.path.expanduser("~/.sandboxed-rootless-probe"))
+    try:
+        with open("/tmp/sandboxed-rootless-marker", "w") as f:
+            f.write("inside")
+        out["tmp"] = "written"
+    except OSError as e:
+        out["tmp"] = str(e)
+    out["home"] = sorted(os.listdir(os.path.expanduser("~"))) if os.path.isdir(
+        os.path.expanduser("~")) else None
+    return out
+"""
+
+
+def test_a_non_root_caller_gets_its_own_user_manager_by_default(user: UserSession) -> None:
+    r = user.run(
+        PROBE
+        + """
+from sandboxed import sandboxed
+result = sandboxed()(look)()
+"""
+    )
+    seen = r.result
+    assert seen["uid"] == user.uid
+    assert f"/user@{user.uid}.service/" in seen["cgroup"]
+
+
+@pytest.mark.parametrize(
+    ("presets", "expect"),
+    [
+        ("NoNetwork", {"ifaces": ["lo"]}),
+        ("ReadOnly", {"root_writable": False, "home_writable": False}),
+        ("PrivateTmp", {"tmp_private": True}),
+        ("NoNetwork, ReadOnly", {"ifaces": ["lo"], "root_writable": False, "tmp_private": True}),
+    ],
+    ids=["NoNetwork", "ReadOnly", "PrivateTmp", "NoNetwork|ReadOnly"],
+)
+def test_namespace_presets_hold_as_a_non_root_user(
+    user: UserSession, presets: str, expect: dict[str, object]
+) -> None:
+    # Alone, a user manager accepts these and silently ignores them; sandboxed adds
+    # PrivateUsers=yes, under which they are enforced: probed here, not assumed.
+    r = user.run(
+        PROBE
+        + f"""
+import os
+from sandboxed import sandboxed, NoNetwork, ReadOnly, PrivateTmp
+marker = "/tmp/sandboxed-rootless-marker"
+if os.path.exists(marker):
+    os.unlink(marker)
+seen = sandboxed({presets})(look)()
+seen["tmp_private"] = not os.path.exists(marker)
+if os.path.exists(marker):
+    os.unlink(marker)
+result = seen
+"""
+    )
+    seen = r.result
+    for key, value in expect.items():
+        assert seen[key] == value, (key, seen)
+    # A user namespace of its own, in which only the caller's uid is mapped.
+    assert seen["uid_map"] == [str(user.uid), str(user.uid), "1"]
+
+
+def test_seccomp_and_no_new_privileges_hold_as_a_non_root_user(user: UserSession) -> None:
+    r = user.run(
+        """
+import errno, probes
+from sandboxed import sandboxed
+filtered = sandboxed(SystemCallFilter="~@resources", NoNewPrivileges=True)
+result = {
+    "inside": filtered(probes.getpriority_errno)(),
+    "status": filtered(probes.status_fields)("NoNewPrivs", "Seccomp"),
+    "control": sandboxed()(probes.getpriority_errno)(),
+    "EPERM": errno.EPERM,
+}
+"""
+    )
+    seen = r.result
+    assert seen["inside"] == seen["EPERM"]
+    assert seen["control"] == 0
+    assert seen["status"] == {"NoNewPrivs": "1", "Seccomp": "2"}
+
+
+def test_hardened_holds_in_its_rootless_form(user: UserSession) -> None:
+    r = user.run(
+        PROBE
+        + """
+from sandboxed import sandboxed, Hardened
+fn = sandboxed(Hardened)(look)
+result = {"seen": fn(), "describe": fn.options.describe()}
+"""
+    )
+    seen = r.result["seen"]
+    assert seen["ifaces"] == ["lo"]
+    assert seen["nnp"] == "1" and seen["seccomp"] == "2"
+    assert not seen["root_writable"] and not seen["home_writable"]
+    # ProtectHome=tmpfs: the home is empty but for what the worker needs, read-only.
+    assert seen["home"] in ([], ["sandboxed-test-venv"])
+    assert seen["uid"] == user.uid
+
+
+@pytest.mark.parametrize(
+    ("directive", "why"),
+    [
+        ("CPUQuota=0.2", "controller"),
+        ("MemoryMax='64M'", "controller"),
+        ("TasksMax=8", "controller"),
+        ("User='nobody'", "root"),
+        ("Group='nogroup'", "root"),
+        ("DynamicUser=True", "root"),
+        ("ProtectProc='invisible'", "user manager"),
+        ("ProtectControlGroups=True", "user manager"),
+        ("RemoveIPC=True", "user manager"),
+    ],
+)
+def test_what_a_user_manager_cannot_hold_is_refused_before_any_unit_starts(
+    user: UserSession, directive: str, why: str
+) -> None:
+    name = directive.split("=", 1)[0]
+    r = user.run(
+        JOBS
+        + f"""
+from sandboxed import sandboxed
+before = jobs()
+try:
+    fn = sandboxed({directive})(abs)
+    fn(-1)
+    raise SystemExit("not refused")
+finally:
+    after = jobs()
+    print("jobs", before, after)
+"""
+    )
+    err = r.error
+    assert "sandboxed._errors.ConfigurationError" in err["mro"] or any(
+        m.endswith(".ConfigurationError") for m in err["mro"]
+    ), err
+    assert err["attrs"].get("directive") == name
+    msg = err["message"]
+    assert f"{name}=" in msg and why in msg, msg
+    assert len(msg.splitlines()) == 1
+    jobs_line = [line for line in r.stdout.splitlines() if line.startswith("jobs ")][-1]
+    _, before, after = jobs_line.split()
+    assert before == after, "a unit was started before the directive was refused"
+
+
+def test_user_equal_to_the_caller_is_accepted(user: UserSession) -> None:
+    r = user.run(
+        f"""
+import os
+from sandboxed import sandboxed
+result = sandboxed(User={user.name!r})(os.getuid)()
+"""
+    )
+    assert r.result == user.uid
