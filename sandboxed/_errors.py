@@ -97,6 +97,30 @@ class UnreachableCodeError(ConfigurationError):
         super().__init__(f"the sandbox cannot reach {path}: {reason}; {remedy}")
 
 
+class UnenforceableDirectiveError(ConfigurationError):
+    """A directive the service manager in use cannot enforce on this host.
+
+    Raised when the sandbox is built, before any unit starts, instead of running
+    a sandbox weaker than asked. Attributes: ``directive`` (the first refused
+    name), ``reason``, ``remedy``, ``refused`` (every ``(directive, value, reason)``).
+    """
+
+    def __init__(
+        self,
+        manager: str,
+        refused: Sequence[tuple[str, str, str]],
+        remedy: str,
+    ) -> None:
+        self.manager = manager
+        self.refused = tuple(refused)
+        self.directive = self.refused[0][0] if self.refused else ""
+        self.reason = self.refused[0][2] if self.refused else ""
+        self.remedy = remedy
+        shown = "; ".join(f"{name}={value}: {why}" for name, value, why in self.refused)
+        what = "it" if len(self.refused) == 1 else "them"
+        super().__init__(f"{manager} cannot hold {shown}; remove {what}, or {remedy}")
+
+
 # -- the service manager ---------------------------------------------------------------------
 
 
@@ -106,6 +130,23 @@ class ManagerError(SandboxError, OSError):
 
 class ManagerNotFoundError(ManagerError):
     """No service manager could be found or started."""
+
+
+class ManagerAccessDeniedError(ManagerError, PermissionError):
+    """The service manager refused to start units for this caller (not root, no polkit).
+
+    Attributes: ``address``, ``uid``, ``dbus_error``.
+    """
+
+    def __init__(self, address: str, uid: int, dbus_error: str, remedy: str) -> None:
+        self.address = address
+        self.uid = uid
+        self.dbus_error = dbus_error
+        self.remedy = remedy
+        super().__init__(
+            f"the service manager at {address} denied uid {uid} starting a unit "
+            f"({dbus_error}); {remedy}"
+        )
 
 
 class EmbeddedManagerError(ManagerError):

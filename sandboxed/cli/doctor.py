@@ -14,7 +14,7 @@ import argparse
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -136,20 +136,10 @@ def check_user() -> Finding:
     uid = os.geteuid()
     if uid == 0:
         return Finding("ok", "running as root")
-    from sandboxed.systemd.locate import ENV_ADDRESS, host_systemd_running
-
-    if host_systemd_running() or os.environ.get(ENV_ADDRESS):
-        return Finding(
-            "note",
-            f"running as uid {uid}: starting units on the system manager needs polkit's "
-            "org.freedesktop.systemd1.manage-units",
-            "run as root, or grant that action to this user",
-        )
     return Finding(
-        "FAIL",
-        f"running as uid {uid} on a host whose PID 1 is not systemd: "
-        "the embedded manager needs root",
-        f"run as root, or set {ENV_ADDRESS} to the D-Bus address of a running systemd",
+        "ok",
+        f"running as uid {uid}: rootless mode (sandboxes are units of your own user "
+        "manager; see docs/without-root.md)",
     )
 
 
@@ -179,7 +169,8 @@ def locate_manager(start: bool) -> tuple[list[Finding], Any]:
 
     found: list[Finding] = []
     env = os.environ.get(locate.ENV_ADDRESS)
-    if not env and not locate.host_systemd_running() and embedded.status() is None:
+    root = os.geteuid() == 0
+    if root and not env and not locate.host_systemd_running() and embedded.status() is None:
         if not start:
             found.append(
                 Finding(
@@ -197,21 +188,28 @@ def locate_manager(start: bool) -> tuple[list[Finding], Any]:
         loc = locate.current()
         client = ManagerClient(loc.address)
         version = client.version
+        manager_uid = client.manager_uid
     except SandboxError as e:
         found.append(
             Finding(
                 "FAIL",
                 f"no service manager reachable: {str(e).splitlines()[0]}",
-                f"start one (`sandboxed embedded start`) or set {locate.ENV_ADDRESS}",
+                f"start one (`sandboxed embedded start`) or set {locate.ENV_ADDRESS}"
+                if root
+                else "log in through a systemd session (your user manager), run as root, "
+                f"or set {locate.ENV_ADDRESS}",
             )
         )
         return found, None
     how = {
         "explicit": "given with --manager",
         "environment": f"from {locate.ENV_ADDRESS}",
+        "user": "your user manager",
         "host": "the host's systemd (PID 1)",
         "embedded": "the embedded manager (PID 1 is not systemd)",
     }.get(loc.kind, loc.kind)
+    if manager_uid != 0:
+        how += f", the user manager of uid {manager_uid}"
     found.append(Finding("ok", f"manager: systemd {version}, {how}, at {loc.address}"))
     if client.version_number and client.version_number < 245:
         found.append(
@@ -273,7 +271,9 @@ def check_reach(user: str = "nobody") -> list[Finding]:
     return out
 
 
-def _oneshot(client: Any, directive: str, argv: list[str]) -> tuple[str, str]:
+def _oneshot(
+    client: Any, directive: str, argv: list[str], extra: Sequence[str] = ()
+) -> tuple[str, str]:
     """Start a oneshot unit with ``directive``; ("ok" | "exit N" | "rejected", detail)."""
     from sandboxed._errors import DirectiveRejectedError, UnitFailedError
     from sandboxed.directives.directive import Directive
@@ -285,6 +285,12 @@ def _oneshot(client: Any, directive: str, argv: list[str]) -> tuple[str, str]:
         ("ExecStart", "a(sasb)", [(argv[0], argv, False)]),
         ("RuntimeMaxUSec", "t", 15_000_000),
         *Directive.parse(directive).properties(),
+        *(
+            p
+            for e in extra
+            if e.split("=")[0] != directive.split("=")[0]
+            for p in Directive.parse(e).properties()
+        ),
     ]
     try:
         client.start_transient_unit(name, props, timeout=30)
@@ -306,14 +312,86 @@ def _oneshot(client: Any, directive: str, argv: list[str]) -> tuple[str, str]:
         client.reset_failed_unit(name)
 
 
+def check_rootless(client: Any) -> list[Finding]:
+    """What rootless mode adds and refuses on this host (nothing for a system manager)."""
+    from sandboxed.directives.rootless import CONTROLLER
+    from sandboxed.runtime.rootless import user_manager_host
+
+    host = user_manager_host(client)
+    if host is None:
+        return []
+    who = f"the user manager of uid {host.uid}"
+    out = [
+        Finding(
+            "ok",
+            "rootless: PrivateUsers=yes is added to every sandbox, so namespace directives "
+            "(PrivateNetwork=, ProtectSystem=, PrivateTmp=...) hold; "
+            f"{host.runtime_dir} is hidden and /sys/fs/cgroup read-only in each",
+        )
+    ]
+    budgets = {"cpu": "CPUQuota=", "memory": "MemoryMax=", "pids": "TasksMax="}
+    held = host.delegated or frozenset()
+    missing = [c for c in budgets if c not in held]
+    if missing:
+        names = ", ".join(n for c, n in budgets.items() if c in missing)
+        why = (
+            f"cannot check delegation: {host.why_not}"
+            if host.delegated is None
+            else (f"{', '.join(missing)} not delegated to {who} ({host.why_not})")
+        )
+        out.append(
+            Finding(
+                "warn",
+                f"rootless: {names} (and the other {', '.join(missing)} directives) are "
+                f"refused: {why}",
+                "run as root for budgets here (on a pure cgroup2 host systemd delegates cpu, "
+                "memory and pids to user@.service)",
+            )
+        )
+    else:
+        out.append(Finding("ok", f"rootless: {', '.join(budgets.values())} hold (delegated)"))
+    others = sorted({c for c in CONTROLLER.values()} - set(budgets) - held)
+    out.append(
+        Finding(
+            "note",
+            "rootless: User=, Group=, DynamicUser= need root and are refused; ProtectProc=, "
+            "ProcSubset=, RemoveIPC= are not available to user managers; IPAddressDeny=, "
+            "SocketBindDeny=, DeviceAllow= need BPF; "
+            + (f"{', '.join(others)} controllers not delegated; " if others else "")
+            + "Hardened runs in its rootless form (docs/without-root.md)",
+        )
+    )
+    return out
+
+
 def check_directives(client: Any) -> list[Finding]:
+    from sandboxed.directives.rootless import refusal
+    from sandboxed.runtime.rootless import user_manager_host
+
     exe = os.path.realpath(sys.executable)
     out: list[Finding] = []
+    host = user_manager_host(client)
+    acceptance: tuple[str, ...] = ACCEPTANCE
+    enforcement = ENFORCEMENT
+    extra: list[str] = []
+    if host is not None:
+        # Rootless: what the user manager cannot hold is refused (check_rootless says
+        # so); the rest is tried as a sandbox would send it, under PrivateUsers=yes.
+        def holds(d: str) -> bool:
+            name, _, value = d.partition("=")
+            return refusal(name, value, host) is None and name != "ProtectControlGroups"
+
+        acceptance = tuple(d for d in ACCEPTANCE if holds(d))
+        enforcement = tuple(e for e in ENFORCEMENT if holds(e[0]))
+        extra = ["PrivateUsers=yes"]
     with ThreadPoolExecutor(8) as pool:
-        accepted = list(pool.map(lambda d: (d, _oneshot(client, d, ["/bin/true"])), ACCEPTANCE))
+        accepted = list(
+            pool.map(lambda d: (d, _oneshot(client, d, ["/bin/true"], extra)), acceptance)
+        )
         enforced = list(
             pool.map(
-                lambda e: (e, _oneshot(client, e[0], [exe, "-I", "-S", "-c", e[1]])), ENFORCEMENT
+                lambda e: (e, _oneshot(client, e[0], [exe, "-I", "-S", "-c", e[1]], extra)),
+                enforcement,
             )
         )
     rejected = [(d, detail) for d, (res, detail) in accepted if res == "rejected"]
@@ -327,7 +405,10 @@ def check_directives(client: Any) -> list[Finding]:
             )
         )
     if not rejected:
-        out.append(Finding("ok", f"{len(ACCEPTANCE)} doubtful directives accepted and applied"))
+        how = " (with PrivateUsers=yes; the rest is refused in rootless mode)" if extra else ""
+        out.append(
+            Finding("ok", f"{len(acceptance)} doubtful directives accepted and applied{how}")
+        )
     for (d, _probe, why), (res, detail) in enforced:
         name = d.split("=", 1)[0]
         if res == "ok" or (res == "killed" and name == "MemoryMax"):
@@ -339,13 +420,28 @@ def check_directives(client: Any) -> list[Finding]:
     return out
 
 
+def _default_reach_user() -> str:
+    if os.geteuid() == 0:
+        return "nobody"
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def _doctor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-start",
         action="store_true",
         help="do not start the embedded manager when none is running",
     )
-    p.add_argument("--user", default="nobody", help="the user whose reach to check")
+    p.add_argument(
+        "--user",
+        default=None,
+        help="the user whose reach to check (default: nobody as root, yourself otherwise)",
+    )
     p.add_argument(
         "--quick", action="store_true", help="skip the directive checks (no units are started)"
     )
@@ -362,7 +458,7 @@ def _doctor(ns: argparse.Namespace) -> int:
     checks: list[Callable[[], list[Finding]]] = [
         lambda: [check_user()],
         lambda: [check_cgroups()],
-        lambda: check_reach(ns.user),
+        lambda: check_reach(ns.user or _default_reach_user()),
     ]
     for check in checks:
         for f in check():
@@ -372,6 +468,12 @@ def _doctor(ns: argparse.Namespace) -> int:
         emit(f)
     if client is not None:
         try:
+            try:
+                rootless = check_rootless(client)
+            except SandboxError as e:
+                rootless = [Finding("FAIL", f"rootless: cannot inspect the user manager: {e}")]
+            for f in rootless:
+                emit(f)
             if not ns.quick:
                 for f in check_directives(client):
                     emit(f)

@@ -10,6 +10,7 @@ import attrs
 
 from sandboxed.directives.directive import DIRECTIVES, Directive
 from sandboxed.directives.options import bus_properties
+from sandboxed.directives.rootless import UserManagerHost
 from sandboxed.runtime.reach import Identity, check_module_file, needed_paths, plan
 
 Property = tuple[str, str, object]
@@ -88,10 +89,14 @@ def _private_tmp(options: Any) -> list[str]:
 
 
 def reach_directives(
-    options: Any,
+    options: Any, who: Identity | None = None
 ) -> tuple[list[Directive], Directive | None, tuple[str, ...], tuple[Exception, ...]]:
-    """Extra directives that make the interpreter and code reachable (see :mod:`_reach`)."""
-    who = _identity(options)
+    """Extra directives that make the interpreter and code reachable (see :mod:`_reach`).
+
+    ``who`` is the unit's identity when the caller knows it better than the
+    directives say (rootless mode: the user manager's own uid).
+    """
+    who = who or _identity(options)
     protect_home = directive_value(options, "ProtectHome")
     if isinstance(protect_home, bool):
         protect_home = "yes" if protect_home else "no"
@@ -117,11 +122,11 @@ def reach_directives(
 
 
 def merged_directives(
-    options: Any,
+    options: Any, who: Identity | None = None
 ) -> tuple[list[Any], tuple[str, ...], tuple[Exception, ...]]:
     """The user's directives merged with the reachability ones, the notes explaining
     changes, and the optional code paths the sandbox cannot reach."""
-    extra, replaced, notes, unreachable = reach_directives(options)
+    extra, replaced, notes, unreachable = reach_directives(options, who)
     env = getattr(options, "env", ()) or ()
     if env:
         extra.append(Directive.of("Environment", [f"{k}={v}" for k, v in env]))
@@ -136,9 +141,25 @@ def merged_directives(
     return list(by_name.values()), notes, unreachable
 
 
-def unit_plan(options: Any) -> tuple[list[Property], tuple[str, ...], tuple[Exception, ...]]:
-    """(bus properties, notes on adjustments, unreachable optional code paths)."""
-    directives, notes, unreachable = merged_directives(options)
+def unit_plan(
+    options: Any, rootless: UserManagerHost | None = None
+) -> tuple[list[Property], tuple[str, ...], tuple[Exception, ...]]:
+    """(bus properties, notes on adjustments, unreachable optional code paths).
+
+    ``rootless``: the user manager the unit will run in, if it is one; the
+    options then take their rootless form (:mod:`sandboxed.runtime.rootless`),
+    which raises :class:`UnenforceableDirectiveError` for what it cannot hold.
+    """
+    who = None
+    rootless_notes: tuple[str, ...] = ()
+    if rootless is not None:
+        from sandboxed.runtime.rootless import caller_identity, rootless_options
+
+        options, rootless_notes = rootless_options(options, rootless)
+        uid, gids = caller_identity(rootless)
+        who = Identity(uid, gids)
+    directives, notes, unreachable = merged_directives(options, who)
+    notes = (*rootless_notes, *notes)
     props = bus_properties(directives, getattr(options, "raw", ()) or ())
     names = {p[0] for p in props}
     if "TimeoutStopUSec" not in names:

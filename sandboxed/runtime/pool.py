@@ -77,7 +77,12 @@ class Sandbox:
 
     def base_properties(self) -> list[tuple[str, str, object]]:
         if self._props_cache is None:
-            self._props_cache, self.notes, self.unreachable = unit_plan(self.options)
+            from sandboxed.runtime.rootless import user_manager_host
+
+            # A user manager gets the rootless form of the options, or refuses them:
+            # decided here, before any unit of this sandbox exists.
+            host = user_manager_host(manager_client())
+            self._props_cache, self.notes, self.unreachable = unit_plan(self.options, host)
         return self._props_cache
 
     def check_reachable(self, fn: Callable[..., Any]) -> None:

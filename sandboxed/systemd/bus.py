@@ -16,6 +16,7 @@ import errno
 import itertools
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -29,7 +30,9 @@ from sandboxed._errors import (
     ConnectionLost,
     DBusError,
     DirectiveRejectedError,
+    ManagerAccessDeniedError,
     ManagerError,
+    ManagerNotFoundError,
     UnitFailedError,
 )
 from sandboxed.wire.framing import fds_from_ancillary
@@ -119,6 +122,11 @@ class Connection:
             self.unique_name = str(reply.body[0])
         except DBusError:
             self.peer_to_peer = True
+
+    def peer_uid(self) -> int:
+        """The uid of the process at the other end of the socket (SO_PEERCRED)."""
+        creds = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        return int.from_bytes(creds[4:8], sys.byteorder)
 
     def _authenticate(self) -> None:
         auth = Authenticator(enable_fds=True)
@@ -217,6 +225,16 @@ class Connection:
         self._sock.close()
 
 
+_NO_MANAGER = (
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+)
+_DENIED = (
+    "org.freedesktop.DBus.Error.AccessDenied",
+    "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+)
+
+
 class ManagerClient:
     """Typed calls to ``org.freedesktop.systemd1.Manager`` over one :class:`Connection`."""
 
@@ -248,6 +266,7 @@ class ManagerClient:
                 ),
             )
         self._version: str | None = None
+        self._manager_uid: int | None = None
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -330,6 +349,41 @@ class ManagerClient:
         return self._version
 
     @property
+    def manager_uid(self) -> int:
+        """The uid the manager runs as: 0 for a system manager, the user's for ``systemd --user``.
+
+        Asked of the bus (the owner of ``org.freedesktop.systemd1``) or, on a
+        peer-to-peer socket, of the kernel (the peer's credentials).
+        """
+        if self._manager_uid is None:
+            if self._conn.peer_to_peer:
+                self._manager_uid = self._conn.peer_uid()
+            else:
+                try:
+                    (uid,) = self._bus_call(
+                        "org.freedesktop.DBus",
+                        "/org/freedesktop/DBus",
+                        "org.freedesktop.DBus",
+                        "GetConnectionUnixUser",
+                        "s",
+                        (SYSTEMD,),
+                    )
+                except DBusError as e:
+                    if e.name not in _NO_MANAGER:
+                        raise
+                    raise ManagerNotFoundError(
+                        f"no systemd manager on the bus at {self.address} ({e.name}); use a "
+                        "session whose bus has one (a login through pam_systemd starts "
+                        "`systemd --user`), or point SANDBOXED_MANAGER at a manager"
+                    ) from None
+                self._manager_uid = int(uid)
+        return self._manager_uid
+
+    def manager_property(self, name: str) -> Any:
+        """A property of the manager object (``ControlGroup``, ``Environment``...)."""
+        return self.get_property(MANAGER_PATH, MANAGER_IFACE, name)
+
+    @property
     def version_number(self) -> int:
         digits = ""
         for ch in self.version:
@@ -397,6 +451,15 @@ class ManagerClient:
         name_property: Callable[[str], str] | None = None,
     ) -> ManagerError:
         """Turn a D-Bus error from StartTransientUnit into an error naming the directive."""
+        if err.name in _DENIED:
+            return ManagerAccessDeniedError(
+                self.address,
+                os.geteuid(),
+                err.name,
+                "run as root, or use your own user manager (the default for a caller that "
+                "is not root: unset SANDBOXED_MANAGER); a system manager starts units only "
+                "for root or for whom polkit grants org.freedesktop.systemd1.manage-units",
+            )
         rejected = (
             err.name
             in (

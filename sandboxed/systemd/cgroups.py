@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -81,6 +81,52 @@ class Usage:
     io_read_bytes: int | None
     io_write_bytes: int | None
     tasks: int | None
+
+
+def delegated_controllers(
+    control_group: str, uid: int, layout: str, mounts: Sequence[CgroupMount]
+) -> tuple[frozenset[str] | None, str]:
+    """The cgroup controllers a manager running as ``uid`` in ``control_group`` holds.
+
+    Returns ``(controllers, why)``: ``controllers`` is None when the manager's cgroup
+    cannot be seen from this process (another cgroup namespace or mount), ``why``
+    explains a missing controller. On cgroup2 a manager holds what its cgroup's
+    ``cgroup.controllers`` lists, if the cgroup is its own (delegated to ``uid``); on
+    cgroup v1 a controller's hierarchy is held when the manager's directory there is
+    writable by ``uid``, which systemd never grants to an unprivileged manager.
+    """
+    rel = control_group.strip("/")
+    v2 = [m for m in mounts if m.type == "cgroup2"]
+    v1 = [m for m in mounts if m.type == "cgroup" and m.controllers]
+
+    def path(m: CgroupMount) -> str:
+        base = "/sys/fs/cgroup/" + m.name if m.name else "/sys/fs/cgroup"
+        return os.path.join(base, rel)
+
+    if layout == "unified":
+        if not v2 or not os.path.isdir(path(v2[0])):
+            return None, f"cannot see the manager's cgroup /{rel} from here"
+        d = path(v2[0])
+        if os.stat(d).st_uid != uid:
+            return frozenset(), f"its cgroup /{rel} is not delegated to uid {uid}"
+        try:
+            with open(os.path.join(d, "cgroup.controllers")) as f:
+                held = frozenset(f.read().split())
+        except OSError as e:
+            return None, f"cannot read {d}/cgroup.controllers: {e.strerror}"
+        return held, f"its cgroup /{rel} holds only: {', '.join(sorted(held)) or 'none'}"
+    named = [m for m in mounts if m.type == "cgroup" and "name=systemd" in m.controllers]
+    if named and not os.path.isdir(path(named[0])):
+        return None, f"cannot see the manager's cgroup /{rel} from here"
+    owned: set[str] = set()
+    for m in v1:
+        d = path(m)
+        if os.path.isdir(d) and os.stat(d).st_uid == uid:
+            owned.update(c for c in m.controllers if not c.startswith("name="))
+    return frozenset(owned), (
+        f"{layout} cgroups: systemd does not delegate cgroup v1 controllers to an "
+        "unprivileged manager"
+    )
 
 
 def _read(path: str) -> str | None:

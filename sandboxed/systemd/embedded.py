@@ -264,14 +264,19 @@ def find_systemd() -> str:
     )
 
 
+def _require_root(doing: str) -> None:
+    uid = os.geteuid()
+    if uid != 0:
+        raise EmbeddedManagerError(
+            f"{doing} the embedded manager needs root (it runs as root in namespaces and "
+            f"cgroups of its own), and this is uid {uid}; run as root, or use your own user "
+            "manager (sandboxed's default without root), or set SANDBOXED_MANAGER"
+        )
+
+
 def preflight() -> tuple[str, str, list[CgroupMount]]:
     """Check everything the embedded manager needs; return (systemd, layout, mounts)."""
-    if os.geteuid() != 0:
-        raise EmbeddedManagerError(
-            "the embedded manager needs root (it creates namespaces and cgroups); "
-            f"running as uid {os.geteuid()}. Run as root, or point SANDBOXED_MANAGER "
-            "at a running systemd"
-        )
+    _require_root("starting")
     systemd = find_systemd()
     if not os.access("/usr/bin/dbus-daemon", os.X_OK):
         raise EmbeddedManagerError(
@@ -341,6 +346,8 @@ def start(directory: Path | None = None, timeout: float = START_TIMEOUT) -> Embe
     the tail of its log).
     """
     directory = Path(directory or state_dir())
+    # Not even a running one is handed out without root: it would refuse every unit.
+    _require_root("starting")
     running = status(directory)
     if running is not None:
         return running
@@ -490,11 +497,16 @@ def stop(directory: Path | None = None, timeout: float = STOP_TIMEOUT) -> bool:
 
     Returns True if a manager was running. Stops every unit it ran (they are
     stopped cleanly through shutdown.target; what remains after ``timeout``
-    is killed).
+    is killed). Raises :class:`EmbeddedManagerError` for a caller that is not
+    root when there is a manager to stop (it belongs to root).
     """
     directory = Path(directory or state_dir())
     if not directory.exists():
         return False
+    if os.geteuid() != 0:
+        if _read_state(directory) is None:
+            return False
+        _require_root("stopping")
     with _locked(directory):
         st = _read_state(directory)
         if st is None:

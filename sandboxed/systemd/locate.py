@@ -5,10 +5,17 @@ Order (first that applies wins):
 1. an address passed by the caller (``sandboxed.configure(manager=...)``);
 2. the ``SANDBOXED_MANAGER`` environment variable (a D-Bus address such as
    ``unix:path=/run/dbus/system_bus_socket``, or a socket path);
-3. the host's systemd when PID 1 is systemd: its private socket
+3. for a caller that is not root, its own user manager (``systemd --user``)
+   over its session bus: ``DBUS_SESSION_BUS_ADDRESS``, else
+   ``$XDG_RUNTIME_DIR/bus``, else ``/run/user/UID/bus`` — never the system
+   manager (which refuses it without polkit) nor the embedded one (root only);
+4. the host's systemd when PID 1 is systemd: its private socket
    ``/run/systemd/private`` as root, the system bus otherwise;
-4. the embedded manager (:mod:`sandboxed.embedded`): a running one is reused,
+5. the embedded manager (:mod:`sandboxed.embedded`): a running one is reused,
    otherwise it is started — unless ``SANDBOXED_EMBEDDED=0``.
+
+Whether a manager is a user manager is asked of the manager itself
+(``ManagerClient.manager_uid``), whichever way it was found.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ ENV_EMBEDDED = "SANDBOXED_EMBEDDED"
 class ManagerLocation:
     """Where a manager is and how it was found.
 
-    ``kind`` is ``"explicit"``, ``"environment"``, ``"host"`` or ``"embedded"``.
+    ``kind`` is ``"explicit"``, ``"environment"``, ``"user"`` (the caller's own user
+    manager), ``"host"`` or ``"embedded"``.
     ``tool_prefix`` runs systemd's own tools (systemctl, systemd-run) against it.
     ``cgroup_root`` maps the manager's cgroup paths to host paths (hierarchy name -> dir).
     """
@@ -73,6 +81,8 @@ def locate(address: str | None = None, start_embedded: bool | None = None) -> Ma
     env = os.environ.get(ENV_ADDRESS)
     if env:
         return ManagerLocation(_normalise(env), "environment")
+    if os.geteuid() != 0:
+        return ManagerLocation(user_bus_address(), "user", (), _host_cgroup_roots())
     if host_systemd_running():
         if os.geteuid() == 0 and os.path.exists("/run/systemd/private"):
             addr = "unix:path=/run/systemd/private"
@@ -96,6 +106,34 @@ def locate(address: str | None = None, start_embedded: bool | None = None) -> Ma
             )
         m = embedded.start()
     return embedded_location(m)
+
+
+def user_bus_address() -> str:
+    """The D-Bus address of the caller's session bus, where its user manager is.
+
+    Raises :class:`ManagerNotFoundError` (one line, with a remedy) when there is none.
+    """
+    from sandboxed.systemd.bus import is_socket_alive
+
+    env = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if env:
+        return env
+    uid = os.geteuid()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    path = os.path.join(runtime or f"/run/user/{uid}", "bus")
+    if is_socket_alive(path):
+        return f"unix:path={path}"
+    where = f"nothing listens at {path}" + ("" if runtime else " (XDG_RUNTIME_DIR is not set)")
+    pid1 = (
+        "the system manager starts units only for root"
+        if host_systemd_running()
+        else "PID 1 is not systemd and the embedded manager needs root"
+    )
+    raise ManagerNotFoundError(
+        f"no user manager for uid {uid}: {where}, and without root no other manager will "
+        f"do ({pid1}); log in through a systemd session (or `loginctl enable-linger`), "
+        f"run as root, or set {ENV_ADDRESS} to a manager's D-Bus address"
+    )
 
 
 def embedded_location(m: object) -> ManagerLocation:

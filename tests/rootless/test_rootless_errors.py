@@ -45,7 +45,7 @@ def test_no_user_manager_at_the_runtime_directory_is_said(user: UserSession) -> 
 def test_access_denied_on_a_root_manager_says_what_to_use_instead(
     user: UserSession, systemd: Any
 ) -> None:
-    err = user.run(CALL, env={"SANDBOXED_MANAGER": systemd.address}).error
+    err = user.run(CALL, logged_in=False, env={"SANDBOXED_MANAGER": systemd.address}).error
     msg = _one_line_with_remedy(err)
     assert "AccessDenied" in msg or "denied" in msg
     assert f"uid {user.uid}" in msg
@@ -133,4 +133,4 @@ except Exception as e:
     )
     seen = r.result
     assert seen["ifaces"] == ["lo"]
-    assert seen["cpu"].startswith("CPUQuota=") and "controller" in seen["cpu"]
+    assert "CPUQuota=20%" in seen["cpu"] and "cannot see the manager's cgroup" in seen["cpu"]
