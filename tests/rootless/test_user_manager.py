@@ -231,8 +231,9 @@ def escape():
             out[path] = e.strerror
         finally:
             s.close()
-    procs = glob.glob("/sys/fs/cgroup/*/user.slice/user-%(uid)d.slice/user@%(uid)d.service/cgroup.procs")
-    procs += glob.glob("/sys/fs/cgroup/unified/user.slice/user-%(uid)d.slice/user@%(uid)d.service/*/cgroup.procs")
+    mine = "user.slice/user-%(uid)d.slice/user@%(uid)d.service"
+    procs = glob.glob("/sys/fs/cgroup/*/" + mine + "/cgroup.procs")
+    procs += glob.glob("/sys/fs/cgroup/unified/" + mine + "/*/cgroup.procs")
     moved = []
     for p in procs:
         try:
