@@ -39,6 +39,17 @@ _SLOT = "slot"  # a waiter is handed a free place to spawn a worker in
 _CLOSED = "closed"  # the sandbox was shut down while it waited
 
 
+def default_workers() -> int:
+    """Calls one unit runs at once when ``workers=`` is not given: ``min(32, CPUs + 4)``.
+
+    The decorator's callers are threads and asyncio tasks, often waiting on I/O
+    (a sandboxed call that sleeps or awaits holds its worker, not a CPU), so the
+    ceiling is ``ThreadPoolExecutor``'s (and asyncio's default executor's), not
+    the CPU count. Workers are forked only when that many calls are in flight.
+    """
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
 class Sandbox:
     """All units and workers for one option set in this process.
 
@@ -50,7 +61,7 @@ class Sandbox:
     def __init__(self, options: Any, max_workers: int | None = None) -> None:
         self.options = options
         self.max_workers = (
-            max_workers or int(getattr(options, "workers", 0) or 0) or min(4, os.cpu_count() or 1)
+            max_workers or int(getattr(options, "workers", 0) or 0) or default_workers()
         )
         self._cond = threading.Condition()
         self._unit: UnitChannel | None = None

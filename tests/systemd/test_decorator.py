@@ -554,6 +554,35 @@ def test_threads_run_in_parallel_up_to_the_units_worker_count() -> None:
     assert 1.0 <= elapsed < 1.9
 
 
+@sandboxed()
+def rendezvous(directory: str, n: int) -> int:
+    """Arrive, then wait (at most a minute) until ``n`` calls have arrived; how many did."""
+    open(os.path.join(directory, uuid.uuid4().hex), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(directory)) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return len(os.listdir(directory))
+
+
+def test_by_default_as_many_calls_run_at_once_as_a_thread_pool_runs_threads(
+    tmp_path: Path,
+) -> None:
+    # Calls that wait (I/O, sleeps) must not queue behind the CPU count: the default
+    # is ThreadPoolExecutor's min(32, CPUs + 4), and that many calls are in flight at once.
+    n = min(32, (os.cpu_count() or 1) + 4)
+    assert rendezvous.sandbox.max_workers == n
+    tmp_path.chmod(0o777)
+    seen: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: seen.append(rendezvous(str(tmp_path), n))) for _ in range(n)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [n] * n
+
+
 def test_concurrent_calls_from_many_threads_each_get_their_own_result() -> None:
     got: dict[int, int] = {}
     errors: list[BaseException] = []
