@@ -37,7 +37,8 @@ class ManagerLocation:
 
     ``kind`` is ``"explicit"``, ``"environment"``, ``"user"`` (the caller's own user
     manager), ``"host"`` or ``"embedded"``.
-    ``tool_prefix`` runs systemd's own tools (systemctl, systemd-run) against it.
+    ``tool_prefix`` runs systemd's own tools (systemctl, systemd-run) against it, with
+    ``tool_options`` after the tool's name (``--user`` for a user manager).
     ``cgroup_root`` maps the manager's cgroup paths to host paths (hierarchy name -> dir).
     """
 
@@ -46,6 +47,7 @@ class ManagerLocation:
     tool_prefix: tuple[str, ...] = ()
     cgroup_roots: tuple[tuple[str, str], ...] = ()
     layout: str = ""
+    tool_options: tuple[str, ...] = ()
 
     def cgroup_dir(self, hierarchy: str, control_group: str) -> str | None:
         """Host path of a unit's ``ControlGroup`` in ``hierarchy`` (``unified``, ``memory``...)."""
@@ -82,7 +84,9 @@ def locate(address: str | None = None, start_embedded: bool | None = None) -> Ma
     if env:
         return ManagerLocation(_normalise(env), "environment")
     if os.geteuid() != 0:
-        return ManagerLocation(user_bus_address(), "user", (), _host_cgroup_roots())
+        return ManagerLocation(
+            user_bus_address(), "user", (), _host_cgroup_roots(), tool_options=("--user",)
+        )
     if host_systemd_running():
         if os.geteuid() == 0 and os.path.exists("/run/systemd/private"):
             addr = "unix:path=/run/systemd/private"

@@ -119,7 +119,8 @@ def assess(unit: str, location: Any, *, timeout: float = TIMEOUT) -> SecurityRep
     Raises :class:`ManagerError` when ``systemd-analyze`` is missing, fails (an
     unknown unit) or prints no score.
     """
-    argv = [*location.tool_prefix, "systemd-analyze", "security", "--no-pager", unit]
+    options = tuple(getattr(location, "tool_options", ()))
+    argv = [*location.tool_prefix, "systemd-analyze", *options, "security", "--no-pager", unit]
     env = {**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": "", "LC_ALL": "C.UTF-8"}
     try:
         done = subprocess.run(

@@ -280,3 +280,53 @@ for path in result["inside"]:
     assert all(seen["inside"][k] != "connected" for k in sockets), seen
     assert seen["inside"]["tried"] > 0, "the probe found no cgroup of the user manager"
     assert seen["inside"]["moved"] == []
+
+
+def test_hardeneds_exposure_score_in_its_rootless_form(user: UserSession) -> None:
+    # docs/without-root.md quotes this figure; systemd-analyze --user assesses the unit.
+    r = user.run(
+        """
+from sandboxed import sandboxed, Hardened, security_report
+fn = sandboxed(Hardened)(abs)
+fn(-1)
+report = security_report(fn)
+result = {"score": report.score, "private_users": report.item("PrivateUsers=").ok}
+"""
+    )
+    assert r.result["score"] <= 1.5, r.result
+    assert r.result["private_users"] is True
+
+
+def test_the_callers_home_is_not_hidden_from_its_own_sandbox(user: UserSession) -> None:
+    # The unit runs as the caller: a 0700 home is the caller's own, readable as it is
+    # (not replaced by a tmpfs because "the sandbox's user" looked unknown).
+    import os
+
+    os.chmod(user.home, 0o700)
+    try:
+        r = user.run(
+            """
+import os
+from sandboxed import sandboxed, NoNetwork
+path = os.path.expanduser("~/.profile")
+result = sandboxed(NoNetwork)(lambda: open(path).read())() == open(path).read()
+"""
+        )
+    finally:
+        os.chmod(user.home, 0o755)
+    assert r.result is True
+
+
+def test_code_the_sandbox_cannot_reach_is_a_clear_error(user: UserSession) -> None:
+    # The interpreter lives in the user's home; hiding the home hides it, and that is
+    # said before any unit starts, naming the path.
+    r = user.run(
+        """
+import os
+from sandboxed import sandboxed
+result = sandboxed(InaccessiblePaths=os.path.expanduser("~"))(abs)(-1)
+"""
+    )
+    err = r.error
+    assert err["type"] == "UnreachableCodeError", err
+    assert user.home in err["message"] and len(err["message"].splitlines()) == 1
