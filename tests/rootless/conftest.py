@@ -24,7 +24,16 @@ TEST_USER = os.environ.get("SANDBOXED_TEST_USER", "sbxtest")
 UNIT_DIRS = ("/lib/systemd/system", "/usr/lib/systemd/system")
 USER_UNITS = ("user@.service", "user-runtime-dir@.service", "user.slice")
 
-USER_DROPIN = "[Service]\nEnvironment=XDG_RUNTIME_DIR=/run/user/%i\n"
+USER_DROPIN = (
+    "[Service]\n"
+    "Environment=XDG_RUNTIME_DIR=/run/user/%i\n"
+    # On cgroup v1 systemd never delegates a controller to an unprivileged manager;
+    # the delegated fixture does, by hand, for the memory and pids hierarchies of
+    # user@UID.service, when its flag file exists ($$ is a literal $ for systemd).
+    "ExecStartPre=+/bin/sh -c 'if [ -e " + "/run/sandboxed-test/delegate-%i ]; then "
+    "for h in memory pids; do d=/sys/fs/cgroup/$$h/user.slice/user-%i.slice/user@%i.service; "
+    "[ -d $$d ] && chown -R %i $$d; done; fi'\n"
+)
 # A plain directory on the manager's /run (a host directory), not the tmpfs that
 # systemd-user-runtime-dir would mount in the manager's own mount namespace.
 RUNTIME_DIR_DROPIN = (
@@ -154,8 +163,12 @@ def user_session(systemd: Any) -> Iterator[UserSession]:
     runtime = m.run_dir / "user" / str(pw.pw_uid)
     try:
         _wait_socket(runtime / "bus")
-        yield UserSession(pw, python, runtime, m.pid, str(m.directory))
+        session = UserSession(pw, python, runtime, m.pid, str(m.directory))
+        session.restart = lambda: _restart(systemd, unit, runtime)  # type: ignore[attr-defined]
+        session.flags = m.run_dir / "sandboxed-test"  # type: ignore[attr-defined]
+        yield session
     finally:
+        shutil.rmtree(m.run_dir / "sandboxed-test", ignore_errors=True)
         systemd.run(["systemctl", "stop", unit, f"user-runtime-dir@{pw.pw_uid}.service"])
         shutil.rmtree(runtime, ignore_errors=True)
         for path in created:
@@ -166,6 +179,32 @@ def user_session(systemd: Any) -> Iterator[UserSession]:
                 d.rmdir()
 
 
+def _restart(systemd: Any, unit: str, runtime: Path) -> None:
+    r = systemd.run(["systemctl", "restart", unit])
+    assert r.returncode == 0, f"cannot restart {unit}: {r.stderr}"
+    _wait_socket(runtime / "bus")
+
+
 @pytest.fixture
 def user(user_session: UserSession) -> UserSession:
     return user_session
+
+
+@pytest.fixture(scope="module")
+def delegated_user(user_session: UserSession) -> Iterator[UserSession]:
+    """The test user, its user manager restarted holding the v1 memory and pids
+    controllers (delegated by hand: systemd does not on cgroup v1). Restored after."""
+    from sandboxed.systemd.cgroups import cgroup_mounts
+
+    layout, _ = cgroup_mounts()
+    if layout == "unified":
+        pytest.skip("on cgroup2 systemd delegates itself; test_user_manager covers it")
+    flag = user_session.flags / f"delegate-{user_session.uid}"  # type: ignore[attr-defined]
+    flag.parent.mkdir(exist_ok=True)
+    flag.touch()
+    try:
+        user_session.restart()  # type: ignore[attr-defined]
+        yield user_session
+    finally:
+        flag.unlink(missing_ok=True)
+        user_session.restart()  # type: ignore[attr-defined]
