@@ -183,10 +183,13 @@ class UnitFailedError(ManagerError):
     Attributes: ``unit``, ``result``, ``stderr`` (what the worker printed, if anything).
     """
 
-    def __init__(self, unit: str, result: str, stderr: str = "") -> None:
+    def __init__(
+        self, unit: str, result: str, stderr: str = "", exit_status: int | None = None
+    ) -> None:
         self.unit = unit
         self.result = result
         self.stderr = stderr
+        self.exit_status = exit_status
         detail = f"\n--- worker stderr ---\n{stderr}" if stderr else ""
         super().__init__(f"unit {unit} failed to start: {result}{detail}")
 

@@ -26,6 +26,7 @@ from sandboxed._errors import (
 )
 from sandboxed.runtime import stats as _stats
 from sandboxed.runtime.channel import (
+    END_WAIT,
     START_TIMEOUT,
     UnitChannel,
     WorkerChannel,
@@ -105,10 +106,15 @@ def run(
         size += len(shipped.stream)
     if size > limit:
         raise PayloadTooLargeError("call (function and arguments)", size, limit)
-    header = _call_header(safe, logging.getLogger().getEffectiveLevel(), timeout is not None)
     w = pool.acquire(fresh)
+    # A fresh worker's first call is acknowledged when it starts, so that a worker that
+    # dies loading (out of memory) is told from a call that dies running.
+    header = _call_header(
+        safe, logging.getLogger().getEffectiveLevel(), timeout is not None or not w.calls
+    )
     healthy = False
     cancelled = _Flag()
+    started = _Flag()
     if on_start is not None:
 
         def cancel() -> None:
@@ -130,7 +136,7 @@ def run(
             else:
                 _send_apart(w, header, shipped, parts, w.functions.has(shipped.digest))
         except OSError:
-            raise _died(pool, w, cancelled) from None
+            raise _died(pool, w, cancelled, started) from None
         # Until the worker says the function started (imports, unpickling) the
         # call gets a generous start-up allowance; then its own timeout.
         deadline = None if timeout is None else t0 + START_TIMEOUT + float(timeout)
@@ -151,12 +157,13 @@ def run(
                 _stop_worker(w)
                 raise SandboxTimeoutError(float(timeout), w.unit.name) from None  # type: ignore[arg-type]
             except (EOFError, ConnectionError, ProtocolError):
-                raise _died(pool, w, cancelled) from None
+                raise _died(pool, w, cancelled, started) from None
             if kind == FrameType.PARTIAL:
                 if on_partial is not None:
                     index, ok = frames.unpack(FrameType.PARTIAL, reply[0])
                     on_partial(index, ok, reply[1:])
             elif kind == FrameType.STARTED:
+                started.set()
                 if timeout is not None:
                     deadline = time.monotonic() + float(timeout)
             elif kind == FrameType.UNKNOWN_FUNCTION:
@@ -173,7 +180,7 @@ def run(
                 try:
                     _send_apart(w, header, shipped, parts, False)
                 except OSError:
-                    raise _died(pool, w, cancelled) from None
+                    raise _died(pool, w, cancelled, started) from None
             elif kind == FrameType.OUTPUT:
                 write_output(bytes(reply[0]), reply[1])
             elif kind == FrameType.LOG:
@@ -271,10 +278,11 @@ def _stop_worker(w: WorkerChannel) -> None:
     w.close()
 
 
-def _died(pool: Pool, w: WorkerChannel, cancelled: _Flag) -> BaseException:
+def _died(pool: Pool, w: WorkerChannel, cancelled: _Flag, started: _Flag) -> BaseException:
     """The error for a call whose worker vanished."""
     unit = w.unit
-    w.exited.wait(2.0)
+    # Long enough for the control reader to learn from systemd why the unit ended.
+    w.exited.wait(END_WAIT + 2.0)
     if cancelled.is_set():
         import asyncio
 
@@ -282,7 +290,20 @@ def _died(pool: Pool, w: WorkerChannel, cancelled: _Flag) -> BaseException:
     status = w.status
     if status is None:
         if not unit.alive:
-            return WorkerDiedError(unit.name, "the unit stopped while the call was running")
+            reason = getattr(pool, "stop_reason", None)
+            if reason is not None:
+                return WorkerDiedError(
+                    unit.name, f"the sandbox was shut down ({reason}) while the call was running"
+                )
+            memory = unit.memory_text()
+            if memory is not None:
+                limit = _memory_limit(pool.options)
+                return SandboxMemoryError(unit.name, limit, "" if started.is_set() else memory)
+            end = unit.end_text()
+            return WorkerDiedError(
+                unit.name,
+                "the unit stopped while the call was running" + (f": {end}" if end else ""),
+            )
         return WorkerDiedError(unit.name, "the channel to the worker closed unexpectedly")
     text, code, sig = describe_status(status)
     if sig == "SIGKILL" and unit.probe is not None and unit.probe.oom_killed():

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,10 +31,19 @@ from sandboxed.runtime.plan import directive_name
 from sandboxed.runtime.relay import write_output
 from sandboxed.systemd import locate
 from sandboxed.systemd.cgroups import CgroupProbe
+from sandboxed.systemd.exit_status import EXIT_STATUSES, describe_exit_status
 from sandboxed.wire import codec, frames
 from sandboxed.wire.framing import FrameType, recv_frame, send_frame
 
 START_TIMEOUT = 60.0
+#: How long to wait for systemd to finish with a unit whose main process ended, before
+#: reading why it ended.
+END_WAIT = 3.0
+#: What a worker needs to start, measured with systemd 252 and CPython 3.11 (the
+#: interpreter, sandboxed's worker modules, a small module of functions).
+WORKER_MEMORY_NEED = "about 10 MiB"
+_EXITED = 1  # ExecMainCode: CLD_EXITED
+_KILLED = (2, 3)  # CLD_KILLED, CLD_DUMPED
 
 log = logging.getLogger("sandboxed")
 
@@ -133,12 +143,23 @@ class UnitChannel:
     def __init__(
         self,
         name: str,
-        properties: Callable[[int, int], list[tuple[str, str, object]]],
+        properties: Callable[[int, int, bool], list[tuple[str, str, object]]],
         on_gone: Callable[[UnitChannel], None],
+        limits: dict[str, str] | None = None,
     ) -> None:
-        """``properties(ctl_fd, diag_fd)`` gives the new unit's properties; ``on_gone`` is
-        called (from the reader thread) once the unit's control channel has closed."""
+        """``properties(ctl_fd, diag_fd, pinned)`` gives the new unit's properties;
+        ``on_gone`` is called (from the reader thread) once the unit's control channel
+        has closed. ``limits`` are the directives that can end the unit, spelled as
+        given (``{"MemoryMax": "6M", "RuntimeMaxSec": "2s"}``), for the errors that name
+        them."""
         self.name = name
+        self.limits = dict(limits or {})
+        # Pinned (AddRef, on a bus): systemd keeps the unit loaded after it ended until
+        # we read why; on the private socket a failed unit waits for ResetFailedUnit.
+        self.pinned = False
+        self.closing = False
+        #: (Result, ExecMainCode, ExecMainStatus) once the unit ended on its own.
+        self.end: tuple[str, int, int] | None = None
         self._properties = properties
         self._on_gone = on_gone
         self.ctl: socket.socket | None = None
@@ -164,8 +185,9 @@ class UnitChannel:
             ctl_there.close()
             raise
         self.ctl, self.diag = ctl_here, diag_here
-        props = self._properties(ctl_there.fileno(), diag_there.fileno())
         client = manager_client()
+        self.pinned = not client.peer_to_peer
+        props = self._properties(ctl_there.fileno(), diag_there.fileno(), self.pinned)
         try:
             client.start_transient_unit(self.name, props, wait=False, name_property=directive_name)
         except BaseException:
@@ -182,11 +204,12 @@ class UnitChannel:
             info = codec.decode(parts[0])
             self.info = info if isinstance(info, dict) else {}
         except (EOFError, OSError, ProtocolError) as e:
-            detail = self._diagnostics(client)
+            detail = self._diagnostics()
+            cause, status = self._start_failure(str(e))
             self.close()
             with contextlib.suppress(Exception):
                 client.stop_unit(self.name, wait=False)
-            raise UnitFailedError(self.name, f"the worker did not start ({e})", detail) from None
+            raise UnitFailedError(self.name, cause, detail, exit_status=status) from None
         self.ctl.settimeout(None)
         self.alive = True
         self.probe = CgroupProbe(self.name, locate.current(), manager_client)
@@ -195,23 +218,113 @@ class UnitChannel:
         )
         self.reader.start()
 
-    def _diagnostics(self, client: Any) -> str:
+    def _diagnostics(self) -> str:
+        """What the worker wrote to its stderr before it went away."""
         text = ""
         if self.diag is not None:
             self.diag.setblocking(False)
             with contextlib.suppress(OSError):
                 text = self.diag.recv(1 << 16).decode(errors="replace")
+        return text.strip()
+
+    # -- why the unit ended -------------------------------------------------------------
+
+    def read_end(self) -> None:
+        """Learn from systemd why the unit ended (:attr:`end`), then let it be collected."""
+        if self.end is not None:
+            return
         try:
-            props = client.get_unit_properties(self.name, "org.freedesktop.systemd1.Service")
-            status = props.get("ExecMainStatus")
-            result = props.get("Result")
-            extra = f"unit result {result!r}, main process exit status {status}"
-            if status == 226:
-                extra += " (226/NAMESPACE: systemd could not set up the unit's mount namespace)"
-            text = (text + "\n" + extra).strip()
-        except Exception:  # noqa: BLE001
-            pass
-        return text
+            client = manager_client()
+            deadline = time.monotonic() + END_WAIT
+            while True:
+                unit = client.get_unit_properties(self.name)
+                if unit.get("LoadState") != "loaded":
+                    return  # already collected: nothing to learn
+                if unit.get("ActiveState") in ("failed", "inactive") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            svc = client.get_unit_properties(self.name, "org.freedesktop.systemd1.Service")
+            self.end = (
+                str(svc.get("Result", "")),
+                int(svc.get("ExecMainCode", 0)),
+                int(svc.get("ExecMainStatus", 0)),
+            )
+        except Exception:  # noqa: BLE001 - the cause is best effort; the failure is reported anyway
+            return
+        finally:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Let systemd collect the unit: drop our reference (or its failed state)."""
+        with contextlib.suppress(Exception):
+            client = manager_client()
+            if self.pinned:
+                client.unref_unit(self.name)
+            else:
+                client.reset_failed_unit(self.name)
+
+    def memory_text(self) -> str | None:
+        """Why the unit died, when it ran out of its ``MemoryMax=`` before a call started."""
+        limit = self.limits.get("MemoryMax")
+        if limit is None or self.end is None:
+            return None
+        result, code, status = self.end
+        if result == "oom-kill" or (code in _KILLED and status == signal.SIGKILL):
+            return (
+                f"the worker could not start within MemoryMax={limit}: the kernel killed it "
+                "while the interpreter and the call's modules loaded; a worker needs "
+                f"{WORKER_MEMORY_NEED} to start, plus what the call uses: raise MemoryMax="
+            )
+        return None
+
+    def _start_failure(self, channel: str) -> tuple[str, int | None]:
+        """(why the unit did not start, systemd's exit status or None)."""
+        self.read_end()
+        if self.end is None:
+            return (
+                f"the worker did not start ({channel}); systemd had already collected the "
+                "unit: its journal has the cause",
+                None,
+            )
+        result, code, status = self.end
+        if code == _EXITED and status in EXIT_STATUSES:
+            return (
+                "systemd could not start the worker process: exit status "
+                f"{describe_exit_status(status)} (systemd's result {result!r})",
+                status,
+            )
+        memory = self.memory_text()
+        if memory is not None:
+            return memory, None
+        how = (
+            f"exited with status {status}"
+            if code == _EXITED
+            else f"was killed by {_signal_name(status)}"
+        )
+        return (
+            f"the worker did not start ({channel}): its process {how} "
+            f"(systemd's result {result!r})",
+            status if code == _EXITED else None,
+        )
+
+    def end_text(self) -> str | None:
+        """Why the unit ended while calls ran, in systemd's words and ours (or None)."""
+        if self.end is None:
+            return None
+        result, code, status = self.end
+        if result == "timeout":
+            limit = self.limits.get("RuntimeMaxSec")
+            if limit is not None:
+                return (
+                    f"RuntimeMaxSec={limit} ended the unit (systemd's result 'timeout'): it "
+                    "bounds the unit's whole life, not one call; the next call gets a fresh "
+                    "unit (for a per-call limit use timeout= or the Timeout preset)"
+                )
+            return "systemd stopped it for running too long (result 'timeout')"
+        if code in _KILLED:
+            sig = _signal_name(status)
+            return f"its main process was killed by {sig} (systemd's result {result!r})"
+        return f"systemd's result {result!r}, main process exit status {status}"
 
     # -- control channel -----------------------------------------------------------------
 
@@ -246,6 +359,8 @@ class UnitChannel:
                     log.warning("sandbox %s: %s", self.name, codec.decode(parts[0]))
         except (EOFError, OSError, ProtocolError, ValueError):
             pass
+        if not self.closing:
+            self.read_end()
         self.alive = False
         for w in list(self.workers.values()):
             w.exited.set()
@@ -284,6 +399,8 @@ class UnitChannel:
 
     def stop(self, wait: bool = True) -> None:
         """Close the channels (the supervisor exits on EOF) and stop the unit."""
+        self.closing = True
         self.close()
+        self._let_go()
         with contextlib.suppress(Exception):
             manager_client().stop_unit(self.name, wait=wait, timeout=30)

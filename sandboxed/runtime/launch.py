@@ -108,9 +108,15 @@ def _site_setup() -> str:
     return _site_cache
 
 
-def exec_properties(ctl_fd: int, diag_fd: int) -> list[tuple[str, str, object]]:
+def exec_properties(
+    ctl_fd: int, diag_fd: int, pinned: bool = False
+) -> list[tuple[str, str, object]]:
     """The unit properties that start the worker on ``ctl_fd`` (stdin/stdout) and
-    ``diag_fd`` (stderr), with this interpreter and this process's ``sys.path``."""
+    ``diag_fd`` (stderr), with this interpreter and this process's ``sys.path``.
+
+    ``pinned``: systemd keeps the unit loaded after it ended until the caller read why
+    (``AddRef``: released by ``Unref()``, or when the caller's bus connection closes,
+    even if it dies); otherwise a failed unit stays until ``ResetFailedUnit``."""
     path = [os.getcwd() if p == "" else p for p in sys.path]
     arg = "\0".join(path).encode().hex()
     site_arg = _site_setup()
@@ -126,5 +132,6 @@ def exec_properties(ctl_fd: int, diag_fd: int) -> list[tuple[str, str, object]]:
         ("StandardInputFileDescriptor", "h", ctl_fd),
         ("StandardOutputFileDescriptor", "h", ctl_fd),
         ("StandardErrorFileDescriptor", "h", diag_fd),
-        ("CollectMode", "s", "inactive-or-failed"),
+        ("CollectMode", "s", "inactive-or-failed" if pinned else "inactive"),
+        *([("AddRef", "b", True)] if pinned else []),
     ]

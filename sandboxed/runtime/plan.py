@@ -22,6 +22,17 @@ def directive_value(options: Any, name: str) -> Any:
     return None if d is None else getattr(d, "value", d)
 
 
+def directive_spelling(options: Any, name: str) -> str | None:
+    """Directive ``name`` of ``options`` in systemd's spelling (``"512M"``), or None if unset."""
+    d = options.get(name)
+    if d is None:
+        return None
+    try:
+        return "; ".join(d.spec.render(d.value))
+    except Exception:  # noqa: BLE001 - a spelling for a message only
+        return str(getattr(d, "value", d))
+
+
 def _strings(value: Any) -> list[str]:
     if value is None:
         return []

@@ -19,8 +19,9 @@ from typing import Any
 from sandboxed.runtime import call as _call
 from sandboxed.runtime.channel import UnitChannel, WorkerChannel
 from sandboxed.runtime.client import manager_client
+from sandboxed.runtime.host_checks import check_host
 from sandboxed.runtime.launch import exec_properties
-from sandboxed.runtime.plan import check_module, directive_value, unit_plan
+from sandboxed.runtime.plan import check_module, directive_spelling, directive_value, unit_plan
 from sandboxed.runtime.stats import CallStats
 
 
@@ -83,6 +84,11 @@ class Sandbox:
         self._reachable_modules: set[str | None] = set()
         self.tasks_limited = directive_value(options, "TasksMax") is not None
         self.last_stats: CallStats | None = None
+        self._host_checked = False
+        #: Why the sandbox was shut down ("interpreter exit"...), for the calls it cut short.
+        self.stop_reason: str | None = None
+        #: Calls after which a worker is replaced (the executor's max_tasks_per_child).
+        self.max_calls: int | None = None
 
     # -- unit properties ---------------------------------------------------------------
 
@@ -114,9 +120,20 @@ class Sandbox:
                 raise err
         self._reachable_modules.add(module)
 
-    def unit_properties(self, ctl_fd: int, diag_fd: int) -> list[tuple[str, str, object]]:
+    def unit_properties(
+        self, ctl_fd: int, diag_fd: int, pinned: bool = False
+    ) -> list[tuple[str, str, object]]:
         """Every property of a new unit: the worker's command and channels, then the plan's."""
-        return [*exec_properties(ctl_fd, diag_fd), *self.base_properties()]
+        return [*exec_properties(ctl_fd, diag_fd, pinned), *self.base_properties()]
+
+    def _limits(self) -> dict[str, str]:
+        """The directives that can end the unit, spelled as given, for errors that name them."""
+        out = {}
+        for name in ("MemoryMax", "RuntimeMaxSec"):
+            spelled = directive_spelling(self.options, name)
+            if spelled is not None:
+                out[name] = spelled
+        return out
 
     @property
     def closed(self) -> bool:
@@ -135,6 +152,10 @@ class Sandbox:
     # -- workers -------------------------------------------------------------------------
 
     def ensure_unit(self) -> UnitChannel:
+        if not self._host_checked:
+            # What this host can tell (users, groups, paths) fails here, before any unit.
+            check_host(self.options)
+            self._host_checked = True
         with self._cond:
             while True:
                 if self._closed:
@@ -147,7 +168,9 @@ class Sandbox:
                     break
                 self._cond.wait()
         try:
-            u = UnitChannel(self._new_unit_name(), self.unit_properties, self._unit_gone)
+            u = UnitChannel(
+                self._new_unit_name(), self.unit_properties, self._unit_gone, self._limits()
+            )
             u.start()
         except BaseException:
             with self._cond:
@@ -233,6 +256,8 @@ class Sandbox:
                 self._busy -= 1
 
     def release(self, w: WorkerChannel, healthy: bool) -> None:
+        if self.max_calls is not None and w.calls >= self.max_calls:
+            healthy = False  # max_tasks_per_child: the next call gets a fresh worker
         with self._cond:
             self.last_used = time.monotonic()
             if healthy and not self._closed and w.unit is self._unit and w.unit.alive:
@@ -288,9 +313,12 @@ class Sandbox:
         if unit is not None:
             unit.close(shutdown=False)
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self, wait: bool = True, reason: str | None = None) -> None:
+        """Stop the unit; calls it cuts short raise WorkerDiedError naming ``reason``."""
         with self._cond:
             self._closed = True
+            if reason is not None:
+                self.stop_reason = reason
             unit, self._unit = self._unit, None
             idle, self._idle = self._idle, []
             while self._hand(_CLOSED):

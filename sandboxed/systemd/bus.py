@@ -207,11 +207,24 @@ class Connection:
         return fut
 
     def call(self, msg: Message, timeout: float | None = 30.0) -> Message:
-        """Send a method call and return its reply; error replies raise :class:`DBusError`."""
-        reply = self.send(msg).result(timeout)
+        """Send a method call and return its reply; error replies raise :class:`DBusError`,
+        no reply within ``timeout`` a :class:`ManagerError` saying so."""
+        member = msg.header.fields.get(HeaderFields.member, "?")
+        try:
+            reply = self.send(msg).result(timeout)
+        except TimeoutError:
+            raise ManagerError(
+                f"the service manager at {self.address} did not answer {member}() within "
+                f"{timeout:g} s (overloaded, or hung)"
+            ) from None
         if reply.header.message_type == MessageType.error:
             name = str(reply.header.fields.get(HeaderFields.error_name, "?"))
             text = str(reply.body[0]) if reply.body else ""
+            if name == "org.freedesktop.DBus.Error.NoReply":
+                text = (
+                    f"the service manager did not answer {member}() in time (overloaded, "
+                    f"or hung); the bus said: {text}"
+                )
             raise DBusError(name, text)
         return reply
 
@@ -525,6 +538,16 @@ class ManagerClient:
             if e.name == "org.freedesktop.systemd1.NoSuchUnit":
                 return "gone"
             raise
+
+    @property
+    def peer_to_peer(self) -> bool:
+        """True on the manager's private socket (no bus: no per-client unit references)."""
+        return self._conn.peer_to_peer
+
+    def unref_unit(self, name: str) -> None:
+        """Drop the reference taken with the ``AddRef`` property (the unit may be collected)."""
+        with contextlib.suppress(ManagerError):
+            self._bus_call(SYSTEMD, unit_object_path(name), UNIT_IFACE, "Unref")
 
     def reset_failed_unit(self, name: str) -> None:
         with contextlib.suppress(DBusError):
