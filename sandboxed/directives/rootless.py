@@ -106,7 +106,9 @@ class UserManagerHost:
 
     ``delegated``: the cgroup controllers delegated to it, or None when that could
     not be checked from here; ``why_not`` says why a controller is missing
-    (``"hybrid cgroups: ..."``). ``runtime_dir``: the caller's ``/run/user/UID``.
+    (``"hybrid cgroups: ..."``). ``runtime_dir``: the caller's ``/run/user/UID``;
+    ``sockets``: other paths through which the user manager can be asked for
+    units (a session bus outside the runtime directory).
     """
 
     uid: int
@@ -116,6 +118,7 @@ class UserManagerHost:
     delegated: frozenset[str] | None = None
     why_not: str = ""
     runtime_dir: str | None = None
+    sockets: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -143,7 +146,7 @@ class RootlessForm:
 
 def _falsy(value: object) -> bool:
     """A value that asks for nothing (``DynamicUser=no``, ``ProtectProc=default``...)."""
-    return value in (False, None, "", "no", "false", "default", "all", ()) or value == []
+    return value in (False, None, "", "no", "false", "default", "all", "auto", ()) or value == []
 
 
 def refusal(name: str, value: str, host: UserManagerHost) -> Refusal | None:
@@ -258,13 +261,15 @@ def rootless_form(
     # manager's sockets (a unit of its own, with no sandbox) or by moving itself to
     # another of the user's cgroups (and outliving its unit). Both measured.
     hidden = [f"-{host.runtime_dir}"] if host.runtime_dir else []
+    root = (host.runtime_dir or "").rstrip("/") + "/"
+    hidden += [f"-{s}" for s in host.sockets if not (host.runtime_dir and s.startswith(root))]
     if hidden:
         _add(out, Directive.of("InaccessiblePaths", hidden))
     _add(out, Directive.of("ReadOnlyPaths", ["-/sys/fs/cgroup"]))
     notes.append(
         "rootless: PrivateUsers=yes added (a user manager holds namespace directives only "
         "in a user namespace), "
-        + (f"InaccessiblePaths={hidden[0]} (the user manager's sockets), " if hidden else "")
+        + (f"InaccessiblePaths={' '.join(hidden)} (the user manager's sockets), " if hidden else "")
         + "ReadOnlyPaths=-/sys/fs/cgroup (the user's own cgroups)"
     )
     return RootlessForm(tuple(out[k] for k in sorted(out)), tuple(notes), tuple(refused))

@@ -8,6 +8,7 @@ form or the error that refuses it.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -16,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from sandboxed._errors import UnenforceableDirectiveError
+from sandboxed._errors import SandboxError, UnenforceableDirectiveError
 from sandboxed.directives.rootless import UserManagerHost, rootless_form
 
 _lock = threading.Lock()
@@ -48,6 +49,7 @@ def user_manager_host(client: Any) -> UserManagerHost | None:
     with _lock:
         if key in _hosts:
             return _hosts[key]
+    from sandboxed.systemd.bus import parse_address
     from sandboxed.systemd.cgroups import cgroup_mounts, delegated_controllers
 
     env = [str(e) for e in client.manager_property("Environment") or ()]
@@ -62,7 +64,16 @@ def user_manager_host(client: Any) -> UserManagerHost | None:
     if not control_group:
         delegated, why = None, "the user manager does not say which cgroup it runs in"
     user, gid, group = _names(uid)
-    host = UserManagerHost(uid, user, gid, group, delegated, why, runtime or f"/run/user/{uid}")
+    sockets = []
+    for entry in env:
+        if entry.startswith("DBUS_SESSION_BUS_ADDRESS="):
+            with contextlib.suppress(SandboxError):
+                path = parse_address(entry.split("=", 1)[1])
+                if path.startswith("/"):
+                    sockets.append(path)
+    host = UserManagerHost(
+        uid, user, gid, group, delegated, why, runtime or f"/run/user/{uid}", tuple(sockets)
+    )
     with _lock:
         _hosts[key] = host
     return host

@@ -151,3 +151,18 @@ def test_ip_address_deny_is_only_dropped_where_private_network_holds_instead() -
     p = Preset.define("Firewalled", {"IPAddressDeny": "any"})
     f = form(OptionSet.build(p))
     assert [r.directive for r in f.refused] == ["IPAddressDeny"]
+
+
+def test_a_session_bus_outside_the_runtime_directory_is_hidden_too() -> None:
+    import attrs
+
+    host = attrs.evolve(HYBRID, sockets=("/run/user/1000/bus", "/tmp/dbus-abc"))
+    d = by_name(rootless_form((), {}, host))
+    hidden = str(d["InaccessiblePaths"])
+    assert "-/tmp/dbus-abc" in hidden and "-/run/user/1000" in hidden
+    assert "/run/user/1000/bus" not in hidden  # inside the runtime directory already
+
+
+def test_device_policy_auto_asks_for_nothing() -> None:
+    assert not form(OptionSet.build(DevicePolicy="auto")).refused
+    assert form(OptionSet.build(DevicePolicy="closed")).refused
