@@ -78,10 +78,13 @@ class ConflictingDirectivesError(ConfigurationError):
         self.sources = tuple(sources)
         origin = f" (from {' and '.join(self.sources)})" if self.sources else ""
         shown = " vs ".join(repr(v) for v in self.values)
-        super().__init__(
-            f"conflicting values for {directive}=: {shown}{origin}; "
-            "pass the directive as a keyword argument to choose one explicitly"
-        )
+        explicit = {"keyword", "ns_options", "positional", "raw"}
+        if self.sources and set(self.sources) <= explicit:
+            # Both were given explicitly: a keyword would not settle it, it is one of them.
+            hint = f"give {directive}= once, with the value you mean"
+        else:
+            hint = "pass the directive as a keyword argument to choose one explicitly"
+        super().__init__(f"conflicting values for {directive}=: {shown}{origin}; {hint}")
 
 
 class UnreachableCodeError(ConfigurationError):

@@ -24,6 +24,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sandboxed._errors import ConfigurationError
@@ -217,14 +218,47 @@ def live() -> list[Sandbox]:
         return list(_sandboxes.values())
 
 
-def shutdown(wait: bool = True) -> None:
-    """Stop every sandbox unit this process started (they restart on the next call)."""
+def shutdown(wait: bool = True, reason: str | None = None) -> None:
+    """Stop every sandbox unit this process started (they restart on the next call).
+
+    A call that a stopped unit cuts short raises WorkerDiedError naming ``reason``.
+    """
     with _lock:
         sandboxes = list(_sandboxes.values())
         _sandboxes.clear()
     for sb in sandboxes:
         with contextlib.suppress(Exception):
-            sb.shutdown(wait=wait)
+            sb.shutdown(wait=wait, reason=reason)
+
+
+# -- interpreter exit ---------------------------------------------------------------------------
+
+_exit_hooks: list[Callable[[], None]] = []
+_exiting = False
+
+
+def at_exit(hook: Callable[[], None]) -> None:
+    """Run ``hook`` at interpreter exit, before the sandboxes stop (executors finish there)."""
+    if hook not in _exit_hooks:
+        _exit_hooks.append(hook)
+
+
+def exiting() -> bool:
+    """True once the interpreter has begun to exit."""
+    return _exiting
+
+
+def _on_interpreter_exit() -> None:
+    # Run by threading before it joins non-daemon threads (as concurrent.futures does):
+    # executors finish the tasks submitted to them, then every unit stops, so that a
+    # thread blocked in a sandboxed call gets WorkerDiedError instead of holding up the
+    # exit for ever.
+    global _exiting
+    _exiting = True
+    for hook in list(_exit_hooks):
+        with contextlib.suppress(Exception):
+            hook()
+    shutdown(reason="interpreter exit")
 
 
 def _after_fork_in_child() -> None:
@@ -240,4 +274,6 @@ def _after_fork_in_child() -> None:
 
 
 atexit.register(shutdown)
+with contextlib.suppress(AttributeError, RuntimeError):  # RuntimeError: already exiting
+    threading._register_atexit(_on_interpreter_exit)  # type: ignore[attr-defined]
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -96,6 +96,40 @@ def unpack(outcome: object, safe: bool) -> tuple[bool, Any]:
     return False, serial.loads_exception(parts[0], parts[1:], safe=safe)
 
 
+_initialized: dict[str, BaseException | None] = {}
+
+
+def initialized(
+    token: str,
+    init: Callable[..., object],
+    initargs: Sequence[Any],
+    fn: Callable[..., Any],
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """Run ``fn(*args, **kwargs)`` after the pool's ``init(*initargs)`` ran in this worker.
+
+    The initializer runs once per worker (``token`` names the pool); if it failed, every
+    task of that worker fails with its error, as ProcessPoolExecutor's tasks do.
+    """
+    if token not in _initialized:
+        try:
+            init(*initargs)
+        except BaseException as exc:  # noqa: BLE001 - reported to each task below
+            _initialized[token] = exc
+        else:
+            _initialized[token] = None
+    failed = _initialized[token]
+    if failed is not None:
+        name = getattr(init, "__qualname__", repr(init))
+        raise RuntimeError(
+            f"the pool's initializer {name} failed in this worker: "
+            f"{type(failed).__name__}: {failed}"
+        ) from failed
+    return fn(*args, **kwargs)
+
+
 def process_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
     """``Executor.map`` with ``chunksize > 1``: one call runs a chunk of argument tuples."""
     return [fn(*args) for args in chunk]
