@@ -100,7 +100,7 @@ def _private_tmp(options: Any) -> list[str]:
 
 
 def reach_directives(
-    options: Any, who: Identity | None = None
+    options: Any, who: Identity | None = None, binder: Identity | None = None
 ) -> tuple[list[Directive], Directive | None, tuple[str, ...], tuple[Exception, ...]]:
     """Extra directives that make the interpreter and code reachable (see :mod:`_reach`).
 
@@ -122,6 +122,7 @@ def reach_directives(
             *_private_tmp(options),
         ],
         optional=optional,
+        binder=binder,
     )
     extra = []
     if r.tmpfs:
@@ -133,11 +134,11 @@ def reach_directives(
 
 
 def merged_directives(
-    options: Any, who: Identity | None = None
+    options: Any, who: Identity | None = None, binder: Identity | None = None
 ) -> tuple[list[Any], tuple[str, ...], tuple[Exception, ...]]:
     """The user's directives merged with the reachability ones, the notes explaining
     changes, and the optional code paths the sandbox cannot reach."""
-    extra, replaced, notes, unreachable = reach_directives(options, who)
+    extra, replaced, notes, unreachable = reach_directives(options, who, binder)
     env = getattr(options, "env", ()) or ()
     if env:
         extra.append(Directive.of("Environment", [f"{k}={v}" for k, v in env]))
@@ -169,7 +170,7 @@ def unit_plan(
         options, rootless_notes = rootless_options(options, rootless)
         uid, gids = caller_identity(rootless)
         who = Identity(uid, gids)
-    directives, notes, unreachable = merged_directives(options, who)
+    directives, notes, unreachable = merged_directives(options, who, binder=who)
     notes = (*rootless_notes, *notes)
     props = bus_properties(directives, getattr(options, "raw", ()) or ())
     names = {p[0] for p in props}

@@ -156,11 +156,14 @@ def plan(
     inaccessible: Sequence[str] = (),
     temporary: Sequence[str] = (),
     optional: Sequence[str] = (),
+    binder: Identity | None = None,
 ) -> Reach:
     """Compute the mounts that make ``paths`` reachable; raise UnreachableCodeError if impossible.
 
     ``optional`` paths that cannot be reached are left out and listed in
     ``Reach.unreachable`` instead (a call whose code lives there fails then).
+    ``binder`` is who sets up the mounts when it is not root: a user manager
+    can bind in only what its own user can reach.
     """
     required = _minimal(paths)
     reachable_optional = []
@@ -169,13 +172,18 @@ def plan(
         if any(p == r or p.startswith(r.rstrip("/") + "/") for r in required):
             continue
         try:
-            plan([p], who, protect_home, inaccessible, temporary)
+            plan([p], who, protect_home, inaccessible, temporary, binder=binder)
         except UnreachableCodeError as e:
             unreachable.append(e)
         else:
             reachable_optional.append(p)
     r = _plan(
-        _minimal([*required, *reachable_optional]), who, protect_home, inaccessible, temporary
+        _minimal([*required, *reachable_optional]),
+        who,
+        protect_home,
+        inaccessible,
+        temporary,
+        binder,
     )
     return attrs.evolve(r, unreachable=tuple(unreachable))
 
@@ -186,6 +194,7 @@ def _plan(
     protect_home: str | None,
     inaccessible: Sequence[str],
     temporary: Sequence[str],
+    binder: Identity | None = None,
 ) -> Reach:
     tmpfs: list[str] = []
     binds: list[str] = []
@@ -231,6 +240,16 @@ def _plan(
         elif in_temp is not None:
             binds.append(p)
         elif anc is not None:
+            if binder is not None and blocking_ancestor(p, binder) is not None:
+                who_binds = f"uid {binder.uid}" if binder.uid is not None else "its user"
+                raise UnreachableCodeError(
+                    p,
+                    f"it lies below {anc}, which {who_binds} cannot traverse, and the user "
+                    f"manager that starts the sandbox (running as {who_binds}) cannot bind it "
+                    "in: it has no more access than its user",
+                    f"use an interpreter and code that {who_binds} can read (a venv in its "
+                    "home, the system's python3), or run as root",
+                )
             if not any(_under(anc, t) for t in tmpfs):
                 tmpfs.append(anc)
             binds.append(p)

@@ -35,6 +35,7 @@ import json
 import pwd
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ class UserSession:
         base.update(extra)
         return {k: v for k, v in base.items() if v != ""}
 
-    def argv(self, code: str, logged_in: bool) -> list[str]:
+    def argv(self, code: str, logged_in: bool, as_root: bool = False) -> list[str]:
         prefix = []
         if logged_in:
             p = self.manager_pid
@@ -143,6 +144,8 @@ class UserSession:
                 f"--cgroup=/proc/{p}/ns/cgroup",
                 "--",
             ]
+        if as_root:
+            return [*prefix, sys.executable, "-c", code]
         return [*prefix, RUNUSER, "-u", self.name, "--", self.python, "-c", code]
 
     def run(
@@ -152,17 +155,19 @@ class UserSession:
         logged_in: bool = True,
         env: dict[str, str] | None = None,
         timeout: float = 180,
+        as_root: bool = False,
     ) -> UserRun:
         """Run ``body`` (Python that sets ``result``) as the user; see :class:`UserRun`.
 
         ``logged_in``: in the embedded system's namespaces with
         ``XDG_RUNTIME_DIR=/run/user/UID`` (a desktop session); otherwise from
         the host's namespaces with no session variables unless ``env`` gives them.
+        ``as_root``: run it as root, with the suite's own interpreter, instead.
         """
         code = HARNESS.format(mark=RESULT_MARK, body=textwrap.indent(textwrap.dedent(body), "    "))
         default = {"XDG_RUNTIME_DIR": f"/run/user/{self.uid}"} if logged_in else {}
         proc = subprocess.run(
-            self.argv(code, logged_in),
+            self.argv(code, logged_in, as_root),
             env=self.env(**{**default, **(env or {})}),
             cwd="/",
             capture_output=True,

@@ -7,6 +7,8 @@ with the public API; probes run inside real units of that user's manager.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from rootless_kit import UserSession
 
@@ -330,3 +332,37 @@ result = sandboxed(InaccessiblePaths=os.path.expanduser("~"))(abs)(-1)
     err = r.error
     assert err["type"] == "UnreachableCodeError", err
     assert user.home in err["message"] and len(err["message"].splitlines()) == 1
+
+
+def test_an_interpreter_the_user_manager_cannot_reach_is_a_clear_error(
+    user: UserSession,
+) -> None:
+    # Root, with an interpreter under its own 0700 home, pointed at the test user's
+    # manager: that manager runs the unit as the user, and cannot bind in what its
+    # user cannot traverse. Said before any unit starts, naming the path.
+    import sys
+
+    blocked = next(
+        (
+            p
+            for p in ("/root",)
+            if sys.executable.startswith(p + "/")
+            or os.path.realpath(sys.executable).startswith(p + "/")
+        ),
+        None,
+    )
+    if blocked is None or os.stat(blocked).st_mode & 0o001:
+        pytest.skip("the suite's interpreter is not under a home other users cannot traverse")
+    r = user.run(
+        """
+from sandboxed import sandboxed, NoNetwork
+result = sandboxed(NoNetwork)(abs)(-1)
+""",
+        as_root=True,
+        env={"SANDBOXED_MANAGER": f"unix:path=/run/user/{user.uid}/systemd/private"},
+    )
+    err = r.error
+    assert err["type"] == "UnreachableCodeError", err
+    msg = err["message"]
+    assert f"below {blocked}" in msg and f"uid {user.uid}" in msg, msg
+    assert len(msg.splitlines()) == 1
