@@ -47,7 +47,14 @@ import pytest
 
 MARKER = "sandboxed"
 # Made inside the sandbox rather than passed in: they act on their own process.
-INSIDE = ("monkeypatch", "tmp_path_factory", "tmpdir_factory", "capsys", "capsysbinary")
+INSIDE = (
+    "monkeypatch",
+    "tmp_path_factory",
+    "tmpdir_factory",
+    "capsys",
+    "capsysbinary",
+    "caplog",
+)
 # What a test sees with test_env="minimal": nothing that usually holds a secret.
 MINIMAL_ENV = (
     "PATH",
@@ -367,6 +374,9 @@ def _fixtures(spec: dict[str, Any], made: list[Any]) -> dict[str, Any]:
             made.append(mp.undo)
             kwargs[name] = mp
             continue
+        if name == "caplog":
+            kwargs[name] = _caplog(made)
+            continue
         if name in ("capsys", "capsysbinary"):
             kind = SysCapture if name == "capsys" else SysCaptureBinary
             capture: Any = CaptureFixture(kind, None, _ispytest=True)  # type: ignore[arg-type]
@@ -383,6 +393,42 @@ def _fixtures(spec: dict[str, Any], made: list[Any]) -> dict[str, Any]:
             factory if name == "tmp_path_factory" else TempdirFactory(factory, _ispytest=True)
         )
     return kwargs
+
+
+class _Node:
+    """What pytest's LogCaptureFixture needs of its test item: a stash."""
+
+    def __init__(self) -> None:
+        from _pytest.stash import Stash
+
+        self.stash = Stash()
+
+
+def _caplog(made: list[Any]) -> Any:
+    """pytest's ``caplog``, capturing the records logged in this worker."""
+    import logging
+
+    from _pytest.logging import (
+        LogCaptureFixture,
+        LogCaptureHandler,
+        caplog_handler_key,
+        caplog_records_key,
+    )
+
+    node = _Node()
+    handler = LogCaptureHandler()
+    node.stash[caplog_handler_key] = handler
+    node.stash[caplog_records_key] = {"call": handler.records}
+    root = logging.getLogger()
+    root.addHandler(handler)
+    fixture = LogCaptureFixture(node, _ispytest=True)  # type: ignore[arg-type]
+
+    def done() -> None:
+        fixture._finalize()
+        root.removeHandler(handler)
+
+    made.append(done)
+    return fixture
 
 
 def _longrepr(e: BaseException, spec: dict[str, Any], fn: Any) -> Any:

@@ -120,6 +120,14 @@ def test_capsys_works_inside(capsys):
     print("from the sandbox")
     assert capsys.readouterr().out == "from the sandbox\\n"
 
+@pytest.mark.sandboxed(NoNetwork)
+def test_caplog_works_inside(caplog):
+    import logging
+    caplog.set_level(logging.INFO)
+    logging.getLogger("inner").info("logged in the sandbox %d", 7)
+    assert caplog.messages == ["logged in the sandbox 7"]
+    assert caplog.records[0].process == os.getpid()
+
 # -- temporary directories under every preset
 PRESETS = {{
     "none": ((), {{}}),
@@ -340,6 +348,7 @@ def section(out: str, test: str) -> str:
         ("test_iso_b_next_test_starts_from_the_same_state", "PASSED"),
         ("test_iso_c_pytests_process_was_not_touched", "PASSED"),
         ("test_capsys_works_inside", "PASSED"),
+        ("test_caplog_works_inside", "PASSED"),
         *[
             (f"test_tmp_dirs_are_writable[{p}]", "PASSED")
             for p in (
