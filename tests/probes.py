@@ -167,3 +167,78 @@ def sleep_then_write(seconds: float, path: str) -> str:
 
 def errno_name(code: int) -> str:
     return errno.errorcode.get(code, str(code))
+
+
+def own_cgroup_limits() -> dict[str, int | None]:
+    """The memory, task and CPU limits the kernel enforces on this process's cgroups.
+
+    Read from inside: ``memory`` in bytes, ``pids`` as a count, ``cpu`` as
+    microseconds of CPU per second of wall time; None where unlimited (or where
+    this process's cgroup has no such controller).
+    """
+    own: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _num, controllers, path = line.rstrip("\n").split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                own[c] = path
+
+    def read(*parts: str) -> str | None:
+        try:
+            with open(os.path.join("/sys/fs/cgroup", *parts)) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    def number(text: str | None, unlimited: int | None = None) -> int | None:
+        if text is None or text == "max":
+            return None
+        value = int(text)
+        return None if unlimited is not None and value >= unlimited else value
+
+    out: dict[str, int | None] = {"memory": None, "pids": None, "cpu": None}
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):  # unified
+        rel = own.get("", "/").lstrip("/")
+        out["memory"] = number(read(rel, "memory.max"))
+        out["pids"] = number(read(rel, "pids.max"))
+        cpu = read(rel, "cpu.max")
+        if cpu is not None and not cpu.startswith("max"):
+            quota, period = (int(x) for x in cpu.split())
+            out["cpu"] = quota * 1_000_000 // period
+        return out
+    if "memory" in own:
+        out["memory"] = number(
+            read("memory", own["memory"].lstrip("/"), "memory.limit_in_bytes"), 1 << 62
+        )
+    if "pids" in own:
+        out["pids"] = number(read("pids", own["pids"].lstrip("/"), "pids.max"))
+    if "cpu" in own:
+        rel = own["cpu"].lstrip("/")
+        quota = number(read("cpu", rel, "cpu.cfs_quota_us"))
+        period = number(read("cpu", rel, "cpu.cfs_period_us"))
+        if quota is not None and quota >= 0 and period:
+            out["cpu"] = quota * 1_000_000 // period
+    return out
+
+
+def fork_many(n: int) -> int:
+    """Fork up to ``n`` children that wait together; return how many forks succeeded."""
+    read_end, write_end = os.pipe()
+    children = []
+    try:
+        for _ in range(n):
+            try:
+                pid = os.fork()
+            except BlockingIOError:
+                break
+            if pid == 0:
+                os.close(write_end)
+                os.read(read_end, 1)
+                os._exit(0)
+            children.append(pid)
+    finally:
+        os.close(write_end)
+        os.close(read_end)
+        for pid in children:
+            os.waitpid(pid, 0)
+    return len(children)

@@ -1,0 +1,214 @@
+"""The manager is not forever: sandboxes across daemon-reload and daemon-reexec.
+
+Both ways of finding the manager run these: the embedded one, and (in the
+host-path pass of CI) a manager that is PID 1. Reloads happen on real hosts
+all the time (package upgrades run ``systemctl daemon-reload``); a sandbox must
+keep every limit through them, and a start that meets one must succeed.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sandboxed import ManagerError, SandboxMemoryError, configure
+from sandboxed import sandboxed as sandbox
+import probes
+
+pytestmark = pytest.mark.usefixtures("systemd")
+
+LIMITS = {"MemoryMax": "200M", "TasksMax": 40, "CPUQuota": "20%"}
+EXPECTED = {"memory": 200 << 20, "pids": 40, "cpu": 200_000}
+
+
+def _limited(purpose: str) -> object:
+    return sandbox(User="nobody", Environment=f"PURPOSE={purpose}-{os.getpid()}", **LIMITS)
+
+
+def _assert_limits_hold(fn_limits: object, fn_alloc: object, fn_fork: object) -> None:
+    assert fn_limits() == EXPECTED  # type: ignore[operator]
+    with pytest.raises(SandboxMemoryError):
+        fn_alloc(400)  # type: ignore[operator]
+    assert fn_fork(100) < 40  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("verb", ["daemon-reload", "daemon-reexec"])
+def test_memory_tasks_and_cpu_limits_hold_in_the_same_unit_after(systemd: object, verb: str) -> None:
+    deco = _limited(f"limits-after-{verb}")
+    limits = deco(probes.own_cgroup_limits)  # type: ignore[operator]
+    alloc = deco(probes.allocate)  # type: ignore[operator]
+    fork = deco(probes.fork_many)  # type: ignore[operator]
+    assert limits() == EXPECTED
+    unit = limits.sandbox.unit_name
+    r = systemd.run(["systemctl", verb])  # type: ignore[attr-defined]
+    assert r.returncode == 0, r.stderr
+    show = systemd.run(  # type: ignore[attr-defined]
+        ["systemctl", "show", "-p", "LoadState,MemoryMax,TasksMax,CPUQuotaPerSecUSec", unit]
+    )
+    assert sorted(show.stdout.split()) == [
+        "CPUQuotaPerSecUSec=200ms",
+        "LoadState=loaded",
+        f"MemoryMax={200 << 20}",
+        "TasksMax=40",
+    ]
+    # Probed from inside the unit that was running through the reload: the kernel's
+    # knobs, then the limits themselves.
+    assert limits() == EXPECTED
+    assert limits.sandbox.unit_name == unit
+    _assert_limits_hold(limits, alloc, fork)
+
+
+def _transient_files(systemd: object) -> set[str]:
+    r = systemd.run(["ls", "/run/systemd/transient"])  # type: ignore[attr-defined]
+    assert r.returncode == 0, r.stderr
+    return set(r.stdout.split())
+
+
+def test_reloads_leave_no_orphaned_transient_unit_files(systemd: object) -> None:
+    names = []
+    for i in range(6):
+        fn = sandbox(User="nobody", Environment=f"PURPOSE=orphans-{os.getpid()}-{i}")(
+            probes.cwd
+        )
+        fn()
+        names.append(fn.sandbox.unit_name)
+        assert f"{names[-1]}" in _transient_files(systemd)
+        r = systemd.run(["systemctl", "daemon-reexec" if i % 2 else "daemon-reload"])  # type: ignore[attr-defined]
+        assert r.returncode == 0, r.stderr
+        fn.sandbox.shutdown()
+    deadline = time.monotonic() + 15
+    while set(names) & _transient_files(systemd) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not set(names) & _transient_files(systemd)
+
+
+def _manager_reload() -> None:
+    """Reload the manager over the library's own connection.
+
+    The manager announces the end of a reload (``Reloading(false)``) before it
+    answers the call, and one connection keeps its messages in order, so when
+    this returns the library has seen the reload: no race with the next call.
+    """
+    from sandboxed._sandbox import _manager_client
+
+    _manager_client().manager_call("Reload")
+
+
+def test_a_unit_that_lost_its_configuration_in_a_reload_is_replaced_before_the_next_call(
+    systemd: object,
+) -> None:
+    deco = _limited("lost-configuration")
+    limits = deco(probes.own_cgroup_limits)  # type: ignore[operator]
+    alloc = deco(probes.allocate)  # type: ignore[operator]
+    fork = deco(probes.fork_many)  # type: ignore[operator]
+    assert limits() == EXPECTED
+    unit = limits.sandbox.unit_name
+    # What an admin's cleanup (or a manager without the transient directory on its
+    # unit path) does: the unit's file is gone, so a reload leaves it not-found,
+    # without any of its limits, with its processes still running.
+    r = systemd.run(["rm", f"/run/systemd/transient/{unit}"])  # type: ignore[attr-defined]
+    assert r.returncode == 0, r.stderr
+    _manager_reload()
+    show = systemd.run(["systemctl", "show", "-p", "LoadState,MemoryMax", unit])  # type: ignore[attr-defined]
+    assert "LoadState=not-found" in show.stdout  # the control: this unit is weakened now
+    assert limits() == EXPECTED
+    assert limits.sandbox.unit_name != unit
+    _assert_limits_hold(limits, alloc, fork)
+    # The weakened unit was stopped, not left running.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        state = systemd.run(["systemctl", "show", "-p", "ActiveState", unit]).stdout  # type: ignore[attr-defined]
+        if "ActiveState=inactive" in state or "ActiveState=failed" in state:
+            break
+        time.sleep(0.1)
+    assert "ActiveState=active" not in state
+
+
+@pytest.fixture
+def unreachable_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
+    from sandboxed import _bus, _manager, _sandbox
+
+    bound = 1.5
+    monkeypatch.setattr(_bus, "MANAGER_RETRY_SECONDS", bound)
+    with _sandbox._client_lock:
+        saved = _sandbox._client
+        _sandbox._client = None
+    configure(manager=f"/run/sandboxed-no-manager-{os.getpid()}.sock")
+    yield bound
+    configure(None)
+    _manager.forget()
+    with _sandbox._client_lock:
+        _sandbox._client = saved
+
+
+def test_a_start_that_cannot_reach_the_manager_retries_for_a_bounded_time_then_raises_a_manager_error(
+    unreachable_manager: float,
+) -> None:
+    fn = sandbox(User="nobody", Environment=f"PURPOSE=unreachable-{os.getpid()}")(probes.cwd)
+    t0 = time.monotonic()
+    with pytest.raises(ManagerError) as info:
+        fn()
+    waited = time.monotonic() - t0
+    assert waited >= unreachable_manager  # it did retry, for the whole bound
+    assert "sandboxed-no-manager" in str(info.value)
+    assert type(info.value).__name__ != "DBusError"
+
+
+def test_500_cold_starts_beside_reloads_and_reexecs_in_a_loop_all_succeed(systemd: object) -> None:
+    stop = threading.Event()
+    verbs: collections.Counter[str] = collections.Counter()
+    churn_errors: list[str] = []
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            verb = ("daemon-reload", "daemon-reexec")[i % 2]
+            r = systemd.run(["systemctl", verb])  # type: ignore[attr-defined]
+            if r.returncode == 0:
+                verbs[verb] += 1
+            else:
+                churn_errors.append(r.stderr)
+            i += 1
+            stop.wait(0.15)
+
+    def ident(x: int) -> int:
+        return x
+
+    failures: collections.Counter[str] = collections.Counter()
+    done = 0
+    lock = threading.Lock()
+
+    def cold_starts(worker: int, n: int) -> None:
+        nonlocal done
+        fn = sandbox(User="nobody", Environment=f"PURPOSE=churn-{os.getpid()}-{worker}")(ident)
+        for i in range(n):
+            try:
+                assert fn(i) == i
+                with lock:
+                    done += 1
+            except Exception as e:  # noqa: BLE001 - counted, reported below
+                with lock:
+                    failures[f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"] += 1
+            fn.sandbox.shutdown(wait=False)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        workers = [threading.Thread(target=cold_starts, args=(w, 125)) for w in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        stop.set()
+        t.join()
+    assert not failures, dict(failures)
+    assert done == 500
+    assert not churn_errors
+    # The starts really ran beside both kinds of restart.
+    assert verbs["daemon-reload"] >= 10 and verbs["daemon-reexec"] >= 10, dict(verbs)
