@@ -152,6 +152,23 @@ class ManagerAccessDeniedError(ManagerError, PermissionError):
         )
 
 
+class ManagerUnavailableError(ManagerError, ConnectionError):
+    """The service manager did not answer: it is reloading, re-executing, restarting
+    or gone. Starts retry on this for a bounded time before they raise it."""
+
+
+class ManagerInUseError(ManagerError):
+    """The embedded manager was not stopped: other processes still run sandboxes in it.
+
+    Attributes: ``units``, (name, description) pairs; a sandbox unit's description
+    names its caller's pid.
+    """
+
+    def __init__(self, message: str, units: Sequence[tuple[str, str]] = ()) -> None:
+        self.units = tuple(units)
+        super().__init__(message)
+
+
 class EmbeddedManagerError(ManagerError):
     """The embedded systemd could not be started, reached or stopped.
 
@@ -334,7 +351,7 @@ class DBusError(ManagerError):
         super().__init__(f"{name}: {text}")
 
 
-class ConnectionLost(ManagerError):
+class ConnectionLost(ManagerUnavailableError):
     """The connection to the service manager closed while a reply was awaited."""
 
 

@@ -26,7 +26,8 @@ from sandboxed._errors import (
     UnitFailedError,
     WorkerDiedError,
 )
-from sandboxed.runtime.client import manager_client
+from sandboxed.runtime import client as _client
+from sandboxed.runtime.client import manager_client, while_unavailable
 from sandboxed.runtime.plan import directive_name
 from sandboxed.runtime.relay import write_output
 from sandboxed.systemd import locate
@@ -44,6 +45,7 @@ END_WAIT = 3.0
 WORKER_MEMORY_NEED = "about 10 MiB"
 _EXITED = 1  # ExecMainCode: CLD_EXITED
 _KILLED = (2, 3)  # CLD_KILLED, CLD_DUMPED
+_SCALAR_TYPES = frozenset("bynqiuxtds")
 
 log = logging.getLogger("sandboxed")
 
@@ -173,6 +175,8 @@ class UnitChannel:
         self.reader: threading.Thread | None = None
         self.probe: CgroupProbe | None = None
         self.failure: BaseException | None = None
+        # The manager generation (runtime.client) this unit was last known good in.
+        self.generation = _client.generation
 
     # -- start ---------------------------------------------------------------------
 
@@ -211,12 +215,50 @@ class UnitChannel:
                 client.stop_unit(self.name, wait=False)
             raise UnitFailedError(self.name, cause, detail, exit_status=status) from None
         self.ctl.settimeout(None)
-        self.alive = True
         self.probe = CgroupProbe(self.name, locate.current(), manager_client)
+        try:
+            # Resolved here, where a manager that re-executes is waited for, rather
+            # than in the first call.
+            while_unavailable(self.probe.dirs)
+        except BaseException:
+            self.close()
+            with contextlib.suppress(Exception):
+                client.stop_unit(self.name, wait=False)
+            raise
+        self.alive = True
         self.reader = threading.Thread(
             target=self._read_control, name=f"sandboxed-ctl-{self.name}", daemon=True
         )
         self.reader.start()
+
+    def still_as_started(self, expected: Sequence[tuple[str, str, object]]) -> bool:
+        """Does the manager still hold this unit to what it was started with?
+
+        Asked after the manager reloaded or re-executed, which re-reads every unit:
+        a unit whose file could not be read again (or that vanished) keeps its
+        processes but loses its limits (``LoadState=not-found``,
+        ``MemoryMax=infinity``). ``expected`` are properties it was started with;
+        the scalar ones the manager reports back must be unchanged. Any doubt (no
+        answer, a changed value) counts as no.
+        """
+        try:
+            client = manager_client()
+            path = client.unit_path(self.name)
+            unit = client.get_all(path, "org.freedesktop.systemd1.Unit")
+            if unit.get("LoadState") != "loaded" or unit.get("ActiveState") not in (
+                "active",
+                "activating",
+                "reloading",
+            ):
+                return False
+            service = client.get_all(path, "org.freedesktop.systemd1.Service")
+        except Exception:  # noqa: BLE001 - unknown is not good enough
+            return False
+        return all(
+            service[name] == value
+            for name, sig, value in expected
+            if sig in _SCALAR_TYPES and name in service
+        )
 
     def _diagnostics(self) -> str:
         """What the worker wrote to its stderr before it went away."""

@@ -1,14 +1,34 @@
-"""The process's one connection to the service manager, shared by every sandbox."""
+"""The process's one connection to the service manager, shared by every sandbox.
+
+It also keeps the manager's *generation*: a number bumped whenever the manager
+may have re-read its units (it announced a reload or re-exec, or the connection
+was lost or made anew). A unit started in an older generation is checked before
+its next call (:meth:`UnitChannel.still_as_started`); on the warm path that costs
+one comparison of two ints. The manager announces reloads to every peer-to-peer
+connection, but on a message bus only while some client is subscribed (we are
+not: a subscriber makes it broadcast every unit's changes); there the generation
+is also bumped every ``RECHECK_SECONDS``, so each unit is checked again at its
+first call after that (a millisecond or two, at most every two seconds).
+"""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from sandboxed._errors import ManagerError
 
 _client_lock = threading.Lock()
 _client: Any = None
+generation = 0
+RECHECK_SECONDS = 2.0
+
+
+def _manager_changed(_active: bool = False) -> None:
+    global generation
+    generation += 1
 
 
 def manager_client() -> Any:
@@ -21,12 +41,46 @@ def manager_client() -> Any:
         if _client is None or _client.closed:
             loc = locate.current()
             try:
-                _client = ManagerClient(loc.address)
+                client = ManagerClient(loc.address)
             except ManagerError:
                 # The manager may have been restarted (embedded) or moved: look again.
                 locate.forget()
-                _client = ManagerClient(locate.current().address)
+                client = ManagerClient(locate.current().address)
+            client.on_reload(_manager_changed)
+            _client = client
+            _manager_changed()
+            if not client.peer_to_peer:
+                threading.Thread(
+                    target=_recheck_while_open,
+                    args=(client,),
+                    name="sandboxed-recheck",
+                    daemon=True,
+                ).start()
         return _client
+
+
+def _recheck_while_open(client: Any) -> None:
+    while not client.closed and client is _client:
+        time.sleep(RECHECK_SECONDS)
+        _manager_changed()
+
+
+def while_unavailable(fn: Callable[[], Any]) -> Any:
+    """``fn()``, called again while the manager does not answer (reloading,
+    re-executing, coming back), for at most ``MANAGER_RETRY_SECONDS``."""
+    from sandboxed.systemd import bus
+
+    deadline = time.monotonic() + bus.MANAGER_RETRY_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except ManagerError as e:
+            left = deadline - time.monotonic()
+            if not bus.manager_unavailable(e) or left <= 0:
+                raise
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 1.0)
 
 
 def reset_after_fork() -> None:

@@ -1,7 +1,7 @@
 """The command line systemd runs as a sandbox unit's main process, and what it needs.
 
 The unit's interpreter starts with ``-S -s -B`` (no ``site``, no user site, no
-bytecode writes) and a one-line boot program (:data:`WORKER_BOOT`) that sets
+bytecode writes) and a short boot program (:data:`WORKER_BOOT`) that sets
 ``sys.path``, registers the ``sandboxed`` package without running its
 ``__init__`` (the caller's side: decorator, wrapt, attrs, D-Bus... ~200 ms;
 :mod:`sandboxed.worker.main` completes it when user code asks for a public
@@ -59,11 +59,22 @@ def _ensure_bytecode() -> None:
 # The unit's interpreter starts with nothing imported (-S): set sys.path from hex
 # (no json, no base64 to import), register the package without running its
 # __init__ (the caller side: wrapt, attrs, D-Bus...), and start the supervisor.
-WORKER_BOOT = (
-    "import sys;sys.path[:]=bytes.fromhex(sys.argv[1]).decode().split('\\0');"
-    "p=type(sys)('sandboxed');p.__path__=[sys.argv[2]];p.__file__=sys.argv[2]+'/__init__.py';"
-    "sys.modules['sandboxed']=p;"
-    "import sandboxed.worker.main as w;w.site(sys.argv[3]);w.main()"
+# Statements are separated by newlines, never ';': systemd writes ExecStart= into
+# the unit's transient file with ';' escaped as '\;' and reads that back verbatim,
+# so a unit re-read from its file (a daemon-reload before its start job ran) would
+# run '\;'-laden text: a SyntaxError, and a start that fails for no visible reason.
+WORKER_BOOT = "\n".join(
+    (
+        "import sys",
+        "sys.path[:]=bytes.fromhex(sys.argv[1]).decode().split('\\0')",
+        "p=type(sys)('sandboxed')",
+        "p.__path__=[sys.argv[2]]",
+        "p.__file__=sys.argv[2]+'/__init__.py'",
+        "sys.modules['sandboxed']=p",
+        "import sandboxed.worker.main as w",
+        "w.site(sys.argv[3])",
+        "w.main()",
+    )
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import secrets
 import sys
@@ -16,13 +17,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sandboxed._errors import ManagerError, ManagerUnavailableError, UnitFailedError
 from sandboxed.runtime import call as _call
+from sandboxed.runtime import client as _client
 from sandboxed.runtime.channel import UnitChannel, WorkerChannel
 from sandboxed.runtime.client import manager_client
 from sandboxed.runtime.host_checks import check_host
 from sandboxed.runtime.launch import exec_properties
 from sandboxed.runtime.plan import check_module, directive_spelling, directive_value, unit_plan
 from sandboxed.runtime.stats import CallStats
+
+log = logging.getLogger("sandboxed")
 
 
 class _Waiter:
@@ -152,26 +157,46 @@ class Sandbox:
     # -- workers -------------------------------------------------------------------------
 
     def ensure_unit(self) -> UnitChannel:
+        """The running unit, started if needed; after a manager reload, checked first
+        and replaced if it lost any of its configuration."""
         if not self._host_checked:
             # What this host can tell (users, groups, paths) fails here, before any unit.
             check_host(self.options)
             self._host_checked = True
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise RuntimeError("this sandbox has been shut down")
-                u = self._unit
-                if u is not None and u.alive:
-                    return u
-                if not self._starting:
-                    self._starting = True
-                    break
-                self._cond.wait()
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        raise RuntimeError("this sandbox has been shut down")
+                    u = self._unit
+                    if u is not None and u.alive and u.generation == _client.generation:
+                        return u
+                    if not self._starting:
+                        self._starting = True
+                        break
+                    self._cond.wait()
+            if u is None or not u.alive:
+                break
+            # The manager reloaded since this unit was last checked: no call runs in
+            # it until we know it still has everything it was started with.
+            generation = _client.generation
+            good = u.still_as_started(self.base_properties())
+            with self._cond:
+                self._starting = False
+                if good:
+                    u.generation = max(u.generation, generation)
+                elif self._unit is u:
+                    self._unit = None
+                self._cond.notify_all()
+            if not good:
+                log.warning(
+                    "sandbox %s lost its configuration in a manager reload (or vanished); "
+                    "it is stopped and replaced",
+                    u.name,
+                )
+                u.stop(wait=False)
         try:
-            u = UnitChannel(
-                self._new_unit_name(), self.unit_properties, self._unit_gone, self._limits()
-            )
-            u.start()
+            u = self._start_unit()
         except BaseException:
             with self._cond:
                 self._starting = False
@@ -186,6 +211,44 @@ class Sandbox:
         if hook is not None:
             hook(self)
         return u
+
+    def _start_unit(self) -> UnitChannel:
+        """Start a new unit, retrying (each time under a new name) while the manager
+        reloads, re-executes or comes back, for at most ``MANAGER_RETRY_SECONDS``;
+        then :class:`ManagerUnavailableError`."""
+        from sandboxed.systemd import bus
+
+        bound = bus.MANAGER_RETRY_SECONDS
+        deadline = time.monotonic() + bound
+        delay = 0.05
+        while True:
+            generation = _client.generation
+            u = UnitChannel(
+                self._new_unit_name(), self.unit_properties, self._unit_gone, self._limits()
+            )
+            try:
+                u.start()
+                return u
+            except ManagerError as e:
+                unavailable = bus.manager_unavailable(e)
+                # A start that met a reload may have been re-read from its unit file
+                # half-way: worth another try too.
+                reloaded = isinstance(e, UnitFailedError) and _client.generation != generation
+                if not (unavailable or reloaded):
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if unavailable:
+                        raise ManagerUnavailableError(
+                            "cannot start a sandbox unit: the service manager did not "
+                            f"answer for {bound:g} s (reloading, re-executing or gone): {e}"
+                        ) from e
+                    raise
+                # The lost attempt may have created its unit: it must not linger.
+                with contextlib.suppress(Exception):
+                    manager_client().stop_unit(u.name, wait=False)
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 1.0)
 
     def acquire(self, fresh: bool = False) -> WorkerChannel:
         """A worker for one call: an idle one, or (``fresh``, or none idle) a new one."""

@@ -18,8 +18,10 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from jeepney import DBusAddress, HeaderFields, Message, MessageType, new_method_call
@@ -33,6 +35,7 @@ from sandboxed._errors import (
     ManagerAccessDeniedError,
     ManagerError,
     ManagerNotFoundError,
+    ManagerUnavailableError,
     UnitFailedError,
 )
 from sandboxed.wire.framing import fds_from_ancillary
@@ -47,6 +50,28 @@ PROPS_IFACE = "org.freedesktop.DBus.Properties"
 Property = tuple[str, str, object]
 
 _MANAGER = DBusAddress(MANAGER_PATH, bus_name=SYSTEMD, interface=MANAGER_IFACE)
+
+# How long a start keeps trying while the manager reloads, re-executes or comes
+# back (a re-exec takes well under a second; on a busy machine, a few).
+MANAGER_RETRY_SECONDS = 30.0
+# D-Bus errors that mean "the manager is not there right now", not "no".
+_UNAVAILABLE = frozenset(
+    {
+        "org.freedesktop.DBus.Error.NoReply",
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "org.freedesktop.DBus.Error.NameHasNoOwner",
+        "org.freedesktop.DBus.Error.Disconnected",
+        "org.freedesktop.DBus.Error.TimedOut",
+    }
+)
+
+
+def manager_unavailable(err: BaseException) -> bool:
+    """True when ``err`` says the manager could not answer (reloading, re-executing,
+    restarting, gone), as opposed to an answer: worth retrying, on a new connection."""
+    if isinstance(err, ManagerUnavailableError):
+        return True
+    return isinstance(err, DBusError) and err.name in _UNAVAILABLE
 
 
 def parse_address(address: str) -> str:
@@ -84,7 +109,8 @@ class Connection:
     """One authenticated D-Bus connection with a reader thread.
 
     ``peer_to_peer`` is detected: on a message bus ``Hello()`` succeeds; the
-    manager's private socket answers it with an error and needs none.
+    manager's private socket (``.../private``) needs none and answers it with an
+    error. Raises :class:`ManagerUnavailableError` when nothing answers.
     """
 
     def __init__(self, address: str, timeout: float = 10.0) -> None:
@@ -97,7 +123,9 @@ class Connection:
             self._authenticate()
         except OSError as e:
             self._sock.close()
-            raise ManagerError(f"cannot connect to the service manager at {address}: {e}") from e
+            raise ManagerUnavailableError(
+                f"cannot connect to the service manager at {address}: {e}"
+            ) from e
         self._sock.settimeout(None)
         self._send_lock = threading.Lock()
         self._serials = itertools.count(1)
@@ -109,19 +137,44 @@ class Connection:
         self._reader.start()
         self.peer_to_peer = False
         self.unique_name: str | None = None
-        try:
-            reply = self.call(
-                new_method_call(
-                    DBusAddress(
-                        "/org/freedesktop/DBus", "org.freedesktop.DBus", "org.freedesktop.DBus"
-                    ),
-                    "Hello",
-                ),
-                timeout=timeout,
-            )
-            self.unique_name = str(reply.body[0])
-        except DBusError:
+        self._handshake(path, timeout)
+
+    def _handshake(self, path: str, timeout: float) -> None:
+        """Say Hello on a message bus; on a manager's private socket (peer-to-peer),
+        make sure it listens.
+
+        systemd's private socket (seen on 252) may leave a message that arrived
+        together with the end of authentication unread until more data comes, so
+        the first call would hang: it is nudged with ``Peer.Ping`` until it
+        answers. A message bus answers Hello at once and disconnects clients that
+        send anything before it, so it is nudged only when Hello goes unanswered
+        for a second, which only a peer-to-peer socket does.
+        """
+        bus = DBusAddress("/org/freedesktop/DBus", "org.freedesktop.DBus", "org.freedesktop.DBus")
+        ping = DBusAddress("/", interface="org.freedesktop.DBus.Peer")
+        private = os.path.basename(path) == "private"
+        first = self.send(new_method_call(ping if private else bus, "Ping" if private else "Hello"))
+        deadline = time.monotonic() + timeout
+        nudge_after = time.monotonic() + (0.0 if private else 1.0)
+        while True:
+            try:
+                reply = first.result(min(0.1, max(deadline - time.monotonic(), 0.0)))
+                break
+            except FutureTimeout:
+                if time.monotonic() >= deadline:
+                    self.close()
+                    raise ManagerUnavailableError(
+                        f"the service manager at {self.address} did not answer within {timeout:g} s"
+                    ) from None
+                if time.monotonic() >= nudge_after:
+                    self.send(new_method_call(ping, "Ping"))
+            except ConnectionLost:
+                self.close()
+                raise
+        if private or reply.header.message_type == MessageType.error:
             self.peer_to_peer = True
+        else:
+            self.unique_name = str(reply.body[0])
 
     def peer_uid(self) -> int:
         """The uid of the process at the other end of the socket (SO_PEERCRED)."""
@@ -155,8 +208,8 @@ class Connection:
         except OSError:
             pass
         finally:
-            self._closed = True
             with self._pending_lock:
+                self._closed = True
                 pending, self._pending = self._pending, {}
             for fut in pending.values():
                 if not fut.done():
@@ -192,6 +245,10 @@ class Connection:
             fds: list[int] = []
             data = msg.serialise(serial=serial, fds=fds)
             with self._pending_lock:
+                # Checked under the lock the reader takes when it fails every pending
+                # call, so a call made as the connection drops cannot wait forever.
+                if self._closed:
+                    raise ConnectionLost(f"connection to {self.address} is closed")
                 self._pending[serial] = fut
             try:
                 if fds:
@@ -261,23 +318,31 @@ class ManagerClient:
         self._early: dict[str, str] = {}
         self._inflight = 0
         self._jobs_lock = threading.Lock()
+        # Reloading signals seen (both edges): a reload or re-exec re-reads every
+        # unit, so what a unit was before one has to be checked again after it.
+        self.reloads = 0
+        self._reload_listeners: list[Callable[[bool], None]] = []
         self._conn.add_listener(self._on_signal)
         if not self._conn.peer_to_peer:
             # On a message bus signals only reach clients that ask for them. No
             # Subscribe(): the manager sends a job's JobRemoved to the client that
             # queued it without one, and a subscriber makes it emit every unit's
             # property changes on the bus (measured: ~1 ms of its CPU per unit start).
-            self._bus_call(
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "AddMatch",
-                "s",
-                (
-                    "type='signal',sender='org.freedesktop.systemd1',"
-                    "interface='org.freedesktop.systemd1.Manager',member='JobRemoved'",
-                ),
-            )
+            # Reloading reaches a bus client only while some client is subscribed
+            # (the private socket gets it always); asked for anyway, and
+            # runtime.client checks units now and then where it may not come.
+            for member in ("JobRemoved", "Reloading"):
+                self._bus_call(
+                    "org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus",
+                    "AddMatch",
+                    "s",
+                    (
+                        "type='signal',sender='org.freedesktop.systemd1',"
+                        f"interface='org.freedesktop.systemd1.Manager',member='{member}'",
+                    ),
+                )
         self._version: str | None = None
         self._manager_uid: int | None = None
 
@@ -289,6 +354,12 @@ class ManagerClient:
 
     def close(self) -> None:
         self._conn.close()
+
+    def on_reload(self, fn: Callable[[bool], None]) -> None:
+        """Call ``fn(active)`` on each ``Reloading`` signal: True as a reload or
+        re-exec begins, False once the manager has loaded its units again (and
+        False when the connection is lost: a re-exec drops peer-to-peer ones)."""
+        self._reload_listeners.append(fn)
 
     def _bus_call(
         self,
@@ -312,8 +383,20 @@ class ManagerClient:
             for waiting in jobs.values():
                 if not waiting.done():
                     waiting.set_exception(ConnectionLost(f"connection to {self.address} lost"))
+            # A re-exec drops peer-to-peer connections: its Reloading signals are lost.
+            for fn in list(self._reload_listeners):
+                with contextlib.suppress(Exception):
+                    fn(False)
             return
-        if msg.header.fields.get(HeaderFields.member) != "JobRemoved":
+        member = msg.header.fields.get(HeaderFields.member)
+        if member == "Reloading":
+            self.reloads += 1
+            active = bool(msg.body[0]) if msg.body else False
+            for fn in list(self._reload_listeners):
+                with contextlib.suppress(Exception):
+                    fn(active)
+            return
+        if member != "JobRemoved":
             return
         _id, job_path, _unit, result = msg.body
         with self._jobs_lock:
@@ -541,7 +624,8 @@ class ManagerClient:
 
     @property
     def peer_to_peer(self) -> bool:
-        """True on the manager's private socket (no bus: no per-client unit references)."""
+        """True on the manager's private socket (no bus: no per-client unit references;
+        the manager announces reloads to it unasked)."""
         return self._conn.peer_to_peer
 
     def unref_unit(self, name: str) -> None:

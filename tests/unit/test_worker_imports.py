@@ -29,13 +29,13 @@ FORBIDDEN = (
 
 def _modules_after_boot(extra: str = "") -> set[str]:
     """The modules loaded once the supervisor and what every worker needs are imported."""
-    entry = "w.site(sys.argv[3]);w.main()"
+    entry = "w.site(sys.argv[3])\nw.main()"
     assert entry in launch.WORKER_BOOT, "the boot program changed: update this test with it"
     # Everything the boot does, and what the supervisor imports for its workers, but
     # instead of serving a control socket, print what is loaded.
     code = launch.WORKER_BOOT.replace(
         entry,
-        "w.site(sys.argv[3]);import sandboxed.worker.serve,sandboxed.wire.serial,"
+        "w.site(sys.argv[3])\nimport sandboxed.worker.serve,sandboxed.wire.serial,"
         "sandboxed.worker.batch;" + (extra or "pass") + ";print('\\n'.join(sorted(sys.modules)))",
     )
     path = "\0".join(sys.path).encode().hex()
