@@ -64,7 +64,8 @@ def systemd() -> Iterator[SystemdUnderTest]:
 
     registry.shutdown()
     if started_here:
-        embedded.stop()
+        # The session's own manager: its callers are this session and its children.
+        embedded.stop(force=True)
 
 
 @pytest.fixture

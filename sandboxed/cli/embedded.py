@@ -9,6 +9,19 @@ from sandboxed.cli.options import Command
 
 def _embedded_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["start", "status", "stop"])
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="stop: also while other processes run sandboxes in it (their calls fail, "
+        "and they do not start it again)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop: wait up to SECONDS for other processes' sandboxes to finish",
+    )
 
 
 def _embedded(ns: argparse.Namespace) -> int:
@@ -30,7 +43,7 @@ def _embedded(ns: argparse.Namespace) -> int:
             f"embedded manager running: pid {m.pid}, bus {m.bus_address}, cgroup layout {m.layout}"
         )
         return 0
-    was = embedded.stop()
+    was = embedded.stop(force=ns.force, wait=ns.wait)
     print("embedded manager stopped" if was else "embedded manager was not running")
     return 0
 

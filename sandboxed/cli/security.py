@@ -57,6 +57,11 @@ def _assess_new(presets: list[str], properties: list[str]) -> SecurityReport:
 def _security(ns: argparse.Namespace) -> int:
     if ns.unit and (ns.preset or ns.property):
         raise SystemExit("sandboxed security: give a unit or --preset/-p options, not both")
+    if ns.unit:
+        from sandboxed.systemd import locate
+
+        # A live unit needs a live manager: never boot one only to say it has no such unit.
+        locate.current(start_embedded=False)
     report = security_report(ns.unit) if ns.unit else _assess_new(ns.preset, ns.property)
     if ns.json:
         print(json.dumps(report.as_dict(), indent=2))

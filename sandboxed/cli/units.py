@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sandboxed._errors import ConfigurationError
+from sandboxed._errors import ConfigurationError, ManagerNotFoundError
 from sandboxed.cli.options import Command
 
 UNIT_PATTERN = "sandboxed-*.service"
@@ -68,8 +68,12 @@ def caller_alive(unit: str, created_usec: int | None) -> bool | None:
 
 
 def _client() -> Any:
+    """The manager connection of these commands, which never boot a manager: with
+    none running they raise :class:`ManagerNotFoundError` (there is nothing to see)."""
     from sandboxed.runtime.client import manager_client
+    from sandboxed.systemd import locate
 
+    locate.current(start_embedded=False)
     return manager_client()
 
 
@@ -138,7 +142,12 @@ def _ls_args(p: argparse.ArgumentParser) -> None:
 
 
 def _ls(ns: argparse.Namespace) -> int:
-    units = sandbox_units()
+    try:
+        units = sandbox_units()
+    except ManagerNotFoundError as e:
+        if not ns.json:
+            print(f"no sandbox units: {e}")
+        return 0
     if ns.json:
         for u in units:
             print(json.dumps(u, sort_keys=True))
@@ -191,7 +200,12 @@ def _stop(ns: argparse.Namespace) -> int:
                 "(use systemctl for other units)"
             )
         names.append(name)
-    loaded = {u["unit"] for u in sandbox_units()}
+    try:
+        loaded = {u["unit"] for u in sandbox_units()}
+    except ManagerNotFoundError as e:
+        for n in names:
+            print(f"sandboxed stop: error: no such sandbox unit: {n} ({e})", file=sys.stderr)
+        return 1
     missing = [n for n in names if n not in loaded]
     for n in _stop_units([n for n in names if n in loaded]):
         print(f"stopped {n}")
@@ -207,7 +221,12 @@ def _gc_args(p: argparse.ArgumentParser) -> None:
 
 def _gc(ns: argparse.Namespace) -> int:
     victims = []
-    for u in sandbox_units():
+    try:
+        units = sandbox_units()
+    except ManagerNotFoundError as e:
+        print(f"nothing to collect: {e}")
+        return 0
+    for u in units:
         if ns.all:
             why = "--all"
         elif u["active"] == "failed":

@@ -5,11 +5,16 @@ cgroup and UTS namespaces (see :mod:`sandboxed.systemd.nsinit`) and exposes its 
 socket and its D-Bus system bus socket under a host directory, so callers in
 the host's namespaces connect to it directly. Start is idempotent and guarded
 by a lock file: a second process reuses a running manager, and a stale one
-(dead PID, leftover sockets or cgroups) is cleaned up and replaced.
-:func:`stop` powers it off and removes the cgroups it was given.
+(dead PID, leftover sockets or cgroups) is cleaned up and replaced. Start is
+atomic for every other process: its state is written before anything can be
+orphaned, and a manager whose starter dies before it is ready dies with it.
+:func:`stop` powers it off and removes the cgroups it was given; it refuses
+while other processes run sandboxes in it unless forced, and records that the
+manager was stopped on purpose, so that the callers that used it do not start
+it again behind the stopper's back.
 
 Host safety: the manager sees only the units shipped in ``sandboxed/units``
-(its unit search path holds nothing else), runs no generators, mounts and
+(its unit search path holds nothing else of the host), runs no generators, mounts and
 unmounts only in its own mount namespace, sees /sys and /proc/sys read-only
 and cannot load kernel modules.
 
@@ -25,6 +30,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -35,7 +41,7 @@ from pathlib import Path
 
 import attrs
 
-from sandboxed._errors import EmbeddedManagerError
+from sandboxed._errors import EmbeddedManagerError, ManagerInUseError
 from sandboxed.systemd.cgroups import CgroupMount, cgroup_mounts
 from sandboxed.systemd.nsinit import remove_cgroup_dirs
 
@@ -44,6 +50,22 @@ SYSTEMD_CANDIDATES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
 CHILD_CGROUP = "sandboxed-embedded"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+# The manager's unit search path, all under its private /run: our units, and the
+# directories systemd itself writes units to (transient units, runtime drop-ins of
+# `set-property --runtime`, generators, of which it runs none). Without them a
+# daemon-reload or daemon-reexec cannot read the transient units back and unloads
+# every running sandbox, limits and all (systemd's lookup rules: path-lookup.c;
+# SYSTEMD_UNIT_PATH replaces its whole list). Nothing of the host's /etc or /usr:
+# no host service can be started here.
+UNIT_PATH = (
+    "/run/systemd/system.control",
+    "/run/systemd/transient",
+    "/run/systemd/generator.early",
+    "/run/sandboxed/units",
+    "/run/systemd/generator",
+    "/run/systemd/generator.late",
+)
+KEPT_STOPS = 32
 
 
 def state_dir() -> Path:
@@ -57,7 +79,8 @@ class EmbeddedManager:
 
     ``address`` is the manager's private socket (peer-to-peer D-Bus);
     ``bus_address`` its system bus, for ``systemd-run``/``systemctl``
-    (``DBUS_SYSTEM_BUS_ADDRESS``); ``pid`` the host PID of its PID 1.
+    (``DBUS_SYSTEM_BUS_ADDRESS``); ``pid`` the host PID of its PID 1;
+    ``instance`` tells one boot from the next in the same directory.
     """
 
     directory: Path
@@ -65,6 +88,7 @@ class EmbeddedManager:
     keeper_pid: int
     cgroup_dirs: tuple[str, ...]
     layout: str
+    instance: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -200,6 +224,79 @@ def _read_state(directory: Path) -> dict[str, object] | None:
         return None
 
 
+def _write_state(directory: Path, st: dict[str, object]) -> None:
+    # Atomic: a reader sees the old state or the new one, never half of one.
+    tmp = directory / f"state.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(st))
+    os.replace(tmp, directory / "state.json")
+
+
+def _keeper_state(directory: Path) -> dict[str, object] | None:
+    """The state of a live manager of ``directory`` whose state file is missing.
+
+    Found from what only a live manager has: its keeper process (whose command
+    line holds its boot configuration) and that keeper's child, PID 1.
+    """
+    pid_file = str(directory / "pid")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) < 4 or argv[2] != b"sandboxed.systemd.nsinit":
+            continue
+        try:
+            cfg = json.loads(argv[3])
+        except ValueError:
+            continue
+        if cfg.get("pid_file") != pid_file:
+            continue
+        keeper = int(entry.name)
+        return {
+            "pid": _child_of(keeper),
+            "keeper_pid": keeper,
+            "cgroup_dirs": cfg.get("cgroup_dirs", []),
+            "layout": cfg.get("layout", ""),
+            "instance": cfg.get("instance", ""),
+        }
+    return None
+
+
+def _child_of(parent: int) -> int:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == parent:
+                    return int(entry.name)
+    return 0
+
+
+def _mark_stopped(directory: Path, instance: str) -> None:
+    """Record that ``instance`` was stopped on purpose (the last few are kept)."""
+    if not instance:
+        return
+    path = directory / "stopped"
+    try:
+        kept = path.read_text().split()
+    except OSError:
+        kept = []
+    kept = [*kept[-(KEPT_STOPS - 1) :], instance]
+    tmp = directory / f"stopped.{os.getpid()}.tmp"
+    tmp.write_text("\n".join(kept) + "\n")
+    os.replace(tmp, path)
+
+
+def stopped_on_purpose(directory: Path, instance: str) -> bool:
+    """True when the manager ``instance`` of ``directory`` was stopped by :func:`stop`."""
+    try:
+        return bool(instance) and instance in (directory / "stopped").read_text().split()
+    except OSError:
+        return False
+
+
 def _manager_from_state(directory: Path, st: dict[str, object]) -> EmbeddedManager:
     return EmbeddedManager(
         directory=directory,
@@ -207,6 +304,7 @@ def _manager_from_state(directory: Path, st: dict[str, object]) -> EmbeddedManag
         keeper_pid=int(st["keeper_pid"]),  # type: ignore[call-overload]
         cgroup_dirs=tuple(str(d) for d in st["cgroup_dirs"]),  # type: ignore[attr-defined]
         layout=str(st["layout"]),
+        instance=str(st.get("instance", "")),
     )
 
 
@@ -237,7 +335,7 @@ def status(directory: Path | None = None) -> EmbeddedManager | None:
     """The running embedded manager of ``directory``, or None."""
     directory = directory or state_dir()
     st = _read_state(directory)
-    if st is None:
+    if st is None or st.get("booting"):
         return None
     m = _manager_from_state(directory, st)
     return m if _is_running(m) else None
@@ -298,6 +396,15 @@ def _cleanup_stale(directory: Path, st: dict[str, object] | None) -> None:
         dirs = [str(d) for d in st.get("cgroup_dirs", [])]  # type: ignore[attr-defined]
         _kill_cgroups(dirs)
         remove_cgroup_dirs(dirs)
+    # Never remove the files of a manager that still lives (say, one whose state
+    # file was lost): its keeper is found by its command line.
+    live = _keeper_state(directory)
+    if live is not None:
+        raise EmbeddedManagerError(
+            f"a manager of {directory} is still running (keeper pid {live['keeper_pid']}, "
+            f"PID 1 {live['pid']}); its files are left alone: stop it with "
+            "`sandboxed embedded stop`"
+        )
     (directory / "state.json").unlink(missing_ok=True)
     (directory / "pid").unlink(missing_ok=True)
     _clear_run_dir(directory / "run")
@@ -353,8 +460,10 @@ def start(directory: Path | None = None, timeout: float = START_TIMEOUT) -> Embe
         return running
     systemd, layout, mounts = preflight()
     with _locked(directory):
-        st = _read_state(directory)
-        if st is not None:
+        # Under the lock no start is half-way (its starter holds the lock until the
+        # manager is ready): a booting state is a starter that died.
+        st = _read_state(directory) or _keeper_state(directory)
+        if st is not None and not st.get("booting"):
             m = _manager_from_state(directory, st)
             if _is_running(m):
                 return m
@@ -365,7 +474,21 @@ def start(directory: Path | None = None, timeout: float = START_TIMEOUT) -> Embe
 def _start_locked(
     directory: Path, systemd: str, layout: str, mounts: list[CgroupMount], timeout: float
 ) -> EmbeddedManager:
+    instance = secrets.token_hex(8)
     cgroup_dirs, procs = _prepare_cgroups(layout, mounts, _child_cgroup(directory))
+    st: dict[str, object] = {
+        "instance": instance,
+        "booting": True,
+        "starter_pid": os.getpid(),
+        "pid": 0,
+        "keeper_pid": 0,
+        "cgroup_dirs": cgroup_dirs,
+        "layout": layout,
+        "started": time.time(),
+    }
+    # Before anything exists that could be orphaned: whoever comes next knows where
+    # to look (the cgroups) even if this process dies on the next line.
+    _write_state(directory, st)
     run = directory / "run"
     run.mkdir(mode=0o755, exist_ok=True)
     _unit_dir(directory)
@@ -377,30 +500,61 @@ def _start_locked(
     for entry in os.scandir("/sys/fs/cgroup"):
         if entry.is_symlink():
             links.append((entry.name, os.readlink(entry.path)))
-    cfg = {
+    cfg: dict[str, object] = {
         "systemd": systemd,
         "cgroup_procs": procs,
         "cgroup_dirs": cgroup_dirs,
         "cgroup_mounts": [attrs.asdict(m) for m in mounts],
         "cgroup_links": links if layout != "unified" else [],
         "run_dir": str(run),
-        "unit_dir": "/run/sandboxed/units",
+        "unit_path": ":".join(UNIT_PATH),
         "empty_dir": "/run/sandboxed/empty",
         "log": str(log),
         "pid_file": str(directory / "pid"),
+        "state_file": str(directory / "state.json"),
+        "instance": instance,
+        "layout": layout,
         "log_level": os.environ.get("SANDBOXED_EMBEDDED_LOG_LEVEL", "info"),
     }
-    with open(log, "ab") as logf:
-        keeper = subprocess.Popen(
-            [sys.executable, "-m", "sandboxed.systemd.nsinit", json.dumps(cfg)],
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=logf,
-            start_new_session=True,
-            close_fds=True,
-            cwd="/",
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _package_root()},
-        )
+    # The keeper kills the manager if this end closes before we write to it: the
+    # start dies with its starter (this process exiting, or giving up).
+    commit_r, commit_w = os.pipe()
+    cfg["commit_fd"] = commit_r
+    try:
+        with open(log, "ab") as logf:
+            keeper = subprocess.Popen(
+                [sys.executable, "-m", "sandboxed.systemd.nsinit", json.dumps(cfg)],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(commit_r,),
+                cwd="/",
+                env={
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "PYTHONPATH": _package_root(),
+                },
+            )
+    except BaseException:
+        os.close(commit_w)
+        raise
+    finally:
+        os.close(commit_r)
+    try:
+        return _await_boot(directory, keeper, st, commit_w, timeout)
+    finally:
+        os.close(commit_w)
+
+
+def _await_boot(
+    directory: Path,
+    keeper: subprocess.Popen[bytes],
+    st: dict[str, object],
+    commit_w: int,
+    timeout: float,
+) -> EmbeddedManager:
+    cgroup_dirs = [str(d) for d in st["cgroup_dirs"]]  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout
     pid = 0
     while time.monotonic() < deadline:
@@ -413,26 +567,23 @@ def _start_locked(
             time.sleep(0.01)
     if not pid:
         _abort(keeper, cgroup_dirs)
+        (directory / "state.json").unlink(missing_ok=True)
         raise EmbeddedManagerError(
             "the embedded manager did not start", log_tail=_log_tail(directory)
         )
-    m = EmbeddedManager(directory, pid, keeper.pid, tuple(cgroup_dirs), layout)
-    (directory / "state.json").write_text(
-        json.dumps(
-            {
-                "pid": pid,
-                "keeper_pid": keeper.pid,
-                "cgroup_dirs": cgroup_dirs,
-                "layout": layout,
-                "started": time.time(),
-            }
-        )
-    )
+    layout, instance = str(st["layout"]), str(st["instance"])
+    m = EmbeddedManager(directory, pid, keeper.pid, tuple(cgroup_dirs), layout, instance)
+    st.update(pid=pid, keeper_pid=keeper.pid)
+    _write_state(directory, st)
     try:
         _wait_ready(m, keeper, deadline)
+        os.write(commit_w, b"1")
+        st["booting"] = False
+        _write_state(directory, st)
     except BaseException:
         _abort(keeper, cgroup_dirs)
-        _cleanup_stale(directory, _read_state(directory))
+        with contextlib.suppress(EmbeddedManagerError):
+            _cleanup_stale(directory, _read_state(directory))
         raise
     return m
 
@@ -492,13 +643,67 @@ def _wait_ready(m: EmbeddedManager, keeper: subprocess.Popen[bytes], deadline: f
     )
 
 
-def stop(directory: Path | None = None, timeout: float = STOP_TIMEOUT) -> bool:
+def units_in_use(m: EmbeddedManager) -> list[tuple[str, str]]:
+    """(name, description) of the running transient services of ``m``: the callers'
+    sandboxes (a sandbox unit's description names its caller's pid)."""
+    from sandboxed.systemd.bus import UNIT_IFACE, ManagerClient
+
+    client = ManagerClient(m.address)
+    try:
+        out = []
+        for row in client.list_units():
+            name, description, _load, active = (str(x) for x in row[:4])
+            if not name.endswith(".service") or active not in ("active", "activating", "reloading"):
+                continue
+            if client.get_property(str(row[6]), UNIT_IFACE, "Transient"):
+                out.append((name, description))
+        return out
+    finally:
+        client.close()
+
+
+def _refuse_while_in_use(m: EmbeddedManager, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        busy = units_in_use(m)
+        if not busy:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
+    shown = "; ".join(f"{name} ({description})" for name, description in busy[:5])
+    more = f" and {len(busy) - 5} more" if len(busy) > 5 else ""
+    waited = f" after waiting {wait:g} s" if wait else ""
+    raise ManagerInUseError(
+        f"the embedded manager at {m.directory} still runs {len(busy)} sandbox unit(s) of "
+        f"other processes{waited}, so it was not stopped: {shown}{more}.\n"
+        "Let them finish (`sandboxed embedded stop --wait SECONDS` waits for them), "
+        "stop them (`sandboxed stop UNIT`), or stop the manager anyway "
+        "(`sandboxed embedded stop --force`: their calls fail, and they do not start "
+        "it again)",
+        busy,
+    )
+
+
+def stop(
+    directory: Path | None = None,
+    timeout: float = STOP_TIMEOUT,
+    *,
+    force: bool = False,
+    wait: float = 0.0,
+) -> bool:
     """Power the embedded manager off and remove its cgroups and sockets.
 
-    Returns True if a manager was running. Stops every unit it ran (they are
-    stopped cleanly through shutdown.target; what remains after ``timeout``
-    is killed). Raises :class:`EmbeddedManagerError` for a caller that is not
-    root when there is a manager to stop (it belongs to root).
+    Returns True if a manager was running. While other processes run sandboxes in
+    it (see :func:`units_in_use`, this process's own units count too) it waits up
+    to ``wait`` seconds for them to finish, then raises :class:`ManagerInUseError`
+    unless ``force``. A stopped manager is recorded as stopped on purpose: the
+    processes that used it get :class:`ManagerNotFoundError` on their next start
+    instead of booting it again (a new process may start one). Its units are
+    stopped cleanly through shutdown.target; what remains after ``timeout`` is
+    killed. A live manager's files are never removed, even without its state file.
+    Raises :class:`EmbeddedManagerError` for a caller that is not root when there
+    is a manager to stop (it belongs to root).
     """
     directory = Path(directory or state_dir())
     if not directory.exists():
@@ -508,13 +713,17 @@ def stop(directory: Path | None = None, timeout: float = STOP_TIMEOUT) -> bool:
             return False
         _require_root("stopping")
     with _locked(directory):
-        st = _read_state(directory)
+        st = _read_state(directory) or _keeper_state(directory)
         if st is None:
             _clear_run_dir(directory / "run")
             return False
         m = _manager_from_state(directory, st)
         was_running = _pid_alive(m.pid)
+        if was_running and not force and _is_running(m):
+            _refuse_while_in_use(m, wait)
         if was_running:
+            # Before it goes: a caller that sees it gone must find why.
+            _mark_stopped(directory, m.instance)
             with contextlib.suppress(OSError):
                 os.kill(m.pid, signal.SIGRTMIN + 4)
             deadline = time.monotonic() + timeout

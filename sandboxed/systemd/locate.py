@@ -12,7 +12,9 @@ Order (first that applies wins):
 4. the host's systemd when PID 1 is systemd: its private socket
    ``/run/systemd/private`` as root, the system bus otherwise;
 5. the embedded manager (:mod:`sandboxed.embedded`): a running one is reused,
-   otherwise it is started — unless ``SANDBOXED_EMBEDDED=0``.
+   otherwise it is started — unless ``SANDBOXED_EMBEDDED=0``, or unless the one
+   this process was using was stopped on purpose (``sandboxed embedded stop``):
+   a caller never boots again a manager someone stopped under it.
 
 Whether a manager is a user manager is asked of the manager itself
 (``ManagerClient.manager_uid``), whichever way it was found.
@@ -76,8 +78,16 @@ def _host_cgroup_roots() -> tuple[tuple[str, str], ...]:
     return tuple(roots)
 
 
+_attached: tuple[str, str] | None = None  # (state directory, instance) of the embedded one used
+
+
 def locate(address: str | None = None, start_embedded: bool | None = None) -> ManagerLocation:
-    """Find (or start) the manager; see the module docstring for the order."""
+    """Find (or start) the manager; see the module docstring for the order.
+
+    ``start_embedded=False`` never boots one (read-only commands): with no
+    manager running it raises :class:`ManagerNotFoundError`.
+    """
+    global _attached
     if address:
         return ManagerLocation(_normalise(address), "explicit")
     env = os.environ.get(ENV_ADDRESS)
@@ -98,17 +108,35 @@ def locate(address: str | None = None, start_embedded: bool | None = None) -> Ma
     from sandboxed.systemd import embedded
 
     m = embedded.status()
+    if (
+        m is None
+        and _attached is not None
+        and _attached[0] == str(embedded.state_dir())
+        and embedded.stopped_on_purpose(embedded.state_dir(), _attached[1])
+    ):
+        raise ManagerNotFoundError(
+            f"the embedded manager at {_attached[0]} that this process used was stopped "
+            "on purpose (`sandboxed embedded stop`), so it is not started again behind "
+            "the back of whoever stopped it; start one with `sandboxed embedded start`"
+        )
     if m is None:
+        turned_off = os.environ.get(ENV_EMBEDDED, "1").lower() in ("0", "no", "false")
         if start_embedded is None:
-            start_embedded = os.environ.get(ENV_EMBEDDED, "1").lower() not in ("0", "no", "false")
+            start_embedded = not turned_off
         if not start_embedded:
+            why = (
+                f"starting the embedded manager is turned off ({ENV_EMBEDDED}=0)"
+                if turned_off
+                else "no embedded manager is running"
+            )
             raise ManagerNotFoundError(
                 "no systemd service manager found: PID 1 is not systemd, "
-                f"{ENV_ADDRESS} is not set and starting the embedded manager is turned off "
-                f"({ENV_EMBEDDED}=0); start it with `python -m sandboxed embedded start`, or set "
-                f"{ENV_ADDRESS} to a manager's D-Bus address"
+                f"{ENV_ADDRESS} is not set and {why}; start it with "
+                f"`python -m sandboxed embedded start`, or set {ENV_ADDRESS} to a "
+                "manager's D-Bus address"
             )
         m = embedded.start()
+    _attached = (str(m.directory), m.instance)
     return embedded_location(m)
 
 
@@ -171,12 +199,15 @@ def configure(manager: str | None = None) -> None:
         _location = None
 
 
-def current() -> ManagerLocation:
-    """The manager this process uses (found once, then cached)."""
+def current(start_embedded: bool | None = None) -> ManagerLocation:
+    """The manager this process uses (found once, then cached).
+
+    ``start_embedded=False``: never boot the embedded manager to find one.
+    """
     global _location
     with _lock:
         if _location is None:
-            _location = locate(_explicit)
+            _location = locate(_explicit, start_embedded)
         return _location
 
 

@@ -10,7 +10,8 @@ This module is the keeper process of an embedded manager. It is started by
    /proc/sys, fresh cgroup file systems rooted at its own cgroups, and a
    private /run that is a directory of the host (so the manager's sockets are
    reachable from the host's namespaces), then drops CAP_SYS_MODULE and execs
-   systemd with a unit search path that holds only our own units;
+   systemd with a unit search path that holds only our own units (and the
+   directories under its private /run where systemd keeps its transient units);
 3. the keeper stays in the host's PID namespace, reaps PID 1 when it exits and
    removes the cgroups it was given.
 
@@ -131,7 +132,7 @@ def _pid1(cfg: dict[str, object]) -> None:
         "LANG": "C.UTF-8",
         # Only our own units exist for this manager: no tmpfiles, no gettys, no
         # host services, whatever the host has installed.
-        "SYSTEMD_UNIT_PATH": str(cfg["unit_dir"]),
+        "SYSTEMD_UNIT_PATH": str(cfg["unit_path"]),
         "SYSTEMD_GENERATOR_PATH": str(cfg["empty_dir"]),
         "SYSTEMD_ENVIRONMENT_GENERATOR_PATH": str(cfg["empty_dir"]),
     }
@@ -221,6 +222,7 @@ def main() -> None:
     if pid == 0:
         try:
             os.close(master)
+            os.close(int(cfg["commit_fd"]))
             os.dup2(slave, 1)
             os.dup2(slave, 2)
             # Keep our end of the slave open: with no slave fd open (systemd reopens its
@@ -242,19 +244,64 @@ def main() -> None:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    while True:
+    committed, status = _await_commit(int(cfg["commit_fd"]), pid)
+    if not committed:
+        # The process that started us went away (or gave up) before the manager
+        # was ready: nobody knows of this manager, so it must not outlive its start.
+        _log("the starting process went away before the manager was ready: killing it")
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: takes everything in it
+    while status is None:
         try:
             _, status = os.waitpid(pid, 0)
-            break
         except ChildProcessError:
             status = 0
-            break
         except InterruptedError:
             continue
     _log(f"manager exited with status {status:#x}")
     remove_cgroup_dirs(list(cfg["cgroup_dirs"]))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(str(cfg["pid_file"]))
+    if not committed:
+        _forget_state(str(cfg["state_file"]), str(cfg["instance"]))
+
+
+def _await_commit(fd: int, pid: int) -> tuple[bool, int | None]:
+    """Wait for the starter's word that the manager is known: (committed, wait status).
+
+    The starter holds the other end of the pipe ``fd`` and writes one byte once it
+    has recorded the running manager; end of file before that byte means it died
+    or gave up. The wait status is set when PID 1 exited meanwhile (reaped here).
+    """
+    import select
+
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return True, 0
+        if done:
+            return True, status
+        try:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+        except InterruptedError:
+            continue
+        if ready:
+            data = os.read(fd, 1)
+            os.close(fd)
+            return data == b"1", None
+
+
+def _forget_state(path: str, instance: str) -> None:
+    """Remove the state file if it still describes this (never committed) manager."""
+    try:
+        with open(path) as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        return
+    if st.get("instance") == instance:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 if __name__ == "__main__":

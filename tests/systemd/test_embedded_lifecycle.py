@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from sandboxed import embedded
+from sandboxed.systemd import embedded as _embedded
 
 pytestmark = pytest.mark.skipif(
     os.path.isdir("/run/systemd/system") or os.geteuid() != 0,
@@ -70,7 +71,7 @@ def _processes_of(state: Path) -> list[int]:
 
 
 def _cgroups_of(state: Path) -> list[Path]:
-    name = embedded._child_cgroup(state)
+    name = _embedded._child_cgroup(state)
     return [p for p in Path("/sys/fs/cgroup").glob(f"**/{name}") if p.is_dir()]
 
 
@@ -215,7 +216,7 @@ def test_a_caller_restarts_a_manager_that_died_without_being_stopped(
     assert m is not None
     os.kill(m.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while embedded._pid_alive(m.pid) and time.monotonic() < deadline:
+    while _embedded._pid_alive(m.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _call_again(caller) == "again"
     again = embedded.status(state)
@@ -258,6 +259,6 @@ def test_stop_never_removes_the_files_of_a_live_manager_whose_state_is_missing(
     m = embedded.start(state)
     (state / "state.json").unlink()
     assert embedded.stop(state) is True  # found through what the keeper wrote
-    assert not embedded._pid_alive(m.pid)
-    assert not embedded._pid_alive(m.keeper_pid)
+    assert not _embedded._pid_alive(m.pid)
+    assert not _embedded._pid_alive(m.keeper_pid)
     assert _cgroups_of(state) == []
