@@ -103,7 +103,7 @@ class Sandbox:
 
             # A user manager gets the rootless form of the options, or refuses them:
             # decided here, before any unit of this sandbox exists.
-            host = user_manager_host(manager_client())
+            host = _client.while_unavailable(lambda: user_manager_host(manager_client()))
             self._props_cache, self.notes, self.unreachable = unit_plan(self.options, host)
         return self._props_cache
 
