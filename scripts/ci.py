@@ -48,6 +48,12 @@ PASSES = (
         ("./dev", "test"),
     ),
     Pass(
+        "host-path",
+        "the systemd-facing tests again from inside a systemd-booted namespace, where "
+        "PID 1 is systemd: the host path most users' machines take",
+        (".venv/bin/python", "scripts/host_path.py", "tests/systemd"),
+    ),
+    Pass(
         "systemd-257",
         "the whole suite inside a fresh Debian 13 root (systemd 257)",
         ("scripts/systemd-root", "257", "--", "./dev", "test", "tests"),

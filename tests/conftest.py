@@ -57,6 +57,11 @@ def systemd() -> Iterator[SystemdUnderTest]:
     if not locate.host_systemd_running() and not os.environ.get(locate.ENV_ADDRESS):
         started_here = embedded.status() is None
     location = locate.current()
+    if os.environ.get("SANDBOXED_EXPECT_HOST_PATH"):
+        # The host-path pass (scripts/host_path.py): this run is worth nothing if it
+        # does not take the path of a machine whose PID 1 is systemd.
+        assert location.kind == "host", f"expected the host path, got {location}"
+        assert location.address == "unix:path=/run/systemd/private", location
     sut = SystemdUnderTest(location, started_here)
     yield sut
     sut.close()
