@@ -134,3 +134,32 @@ except Exception as e:
     seen = r.result
     assert seen["ifaces"] == ["lo"]
     assert "CPUQuota=20%" in seen["cpu"] and "cannot see the manager's cgroup" in seen["cpu"]
+
+
+def test_a_session_bus_without_a_user_manager_is_one_line(user: UserSession) -> None:
+    # A session bus of its own with no systemd --user on it (dbus-launch in a
+    # container, say): the call says so, naming the bus, instead of a D-Bus error.
+    r = user.run(
+        """
+import os, signal, subprocess, tempfile
+d = tempfile.mkdtemp(prefix="sandboxed-rootless-bus-")
+proc = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile",
+                         "--address=unix:path=" + d + "/bus", "--print-address"],
+                        stdout=subprocess.PIPE, text=True)
+try:
+    address = proc.stdout.readline().strip()
+    os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
+    from sandboxed import sandboxed
+    result = sandboxed()(abs)(-1)
+finally:
+    proc.terminate()
+    proc.wait(10)
+    import shutil
+    shutil.rmtree(d, ignore_errors=True)
+""",
+        logged_in=False,
+    )
+    err = r.error
+    msg = _one_line_with_remedy(err)
+    assert any(c.endswith(".ManagerNotFoundError") for c in err["mro"]), err
+    assert "no systemd manager on the bus" in msg and "sandboxed-rootless-bus-" in msg
