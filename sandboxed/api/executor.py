@@ -399,7 +399,7 @@ class TransientUnitPoolExecutor(Executor):
         self._aborting = False
         self._idle = 0
         self._running: dict[Future[Any], Callable[[], None]] = {}
-        #: Seconds a task takes, averaged (None until one ended): only short tasks batch.
+        #: Seconds the latest task took (None until one ended): only short tasks batch.
         self._task_seconds: float | None = None
         self._sandbox.ensure_unit()
         self.unit = Unit(self._sandbox)
@@ -465,9 +465,10 @@ class TransientUnitPoolExecutor(Executor):
         return max(1, min(MAX_BATCH, fits, share + 1))
 
     def _observe(self, seconds: float, tasks: int) -> None:
-        each = seconds / max(tasks, 1)
-        old = self._task_seconds
-        self._task_seconds = each if old is None else 0.7 * old + 0.3 * each
+        # The latest figure, not an average: a long task stops batching at once, and a
+        # short one after a slow start (a worker's first call includes its start-up)
+        # lets batches grow at once.
+        self._task_seconds = seconds / max(tasks, 1)
 
     def _more(self, first: Any) -> list[Any]:
         """``first`` and, when short tasks are queued, a fair share of them (all marked running)."""
