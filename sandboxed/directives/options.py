@@ -28,6 +28,7 @@ from sandboxed._errors import (
     ConflictingDirectivesError,
     UnknownDirectiveError,
 )
+from sandboxed.directives import containment as baseline
 from sandboxed.directives.checks import check as check_values
 from sandboxed.directives.directive import Directive, Property, RawProperty, lookup
 from sandboxed.directives.presets import Preset, factory_example, normalise_option, preset_by_name
@@ -36,7 +37,9 @@ __all__ = ["OPTION_NAMES", "OptionSet"]
 
 #: sandboxed's own keyword options (everything else is a systemd directive).
 OPTION_NAMES: Final = (
+    "accept_unenforced",
     "accounting",
+    "containment",
     "env",
     "max_payload",
     "ns_options",
@@ -123,6 +126,12 @@ class OptionSet:
     #: Read each call's figures from the unit's cgroup (``fn.last_stats``). Off saves
     #: a few file reads per call (~20-40 us) for hot functions. Per call: not in :attr:`key`.
     accounting: bool = True
+    #: The containment baseline (:mod:`sandboxed.directives.containment`) is added to
+    #: the unit. ``containment=False`` is the one way to turn it off.
+    containment: bool = True
+    #: Directives accepted although this host cannot enforce them: True for all, or
+    #: their names (see :mod:`sandboxed.directives.enforcement`).
+    accept_unenforced: bool | tuple[str, ...] = ()
     #: The presets it was built from, as written (``NoNetwork | ReadOnly``).
     presets: str = attrs.field(default="", eq=False)
     #: ``(name, preset value, keyword value)`` for each keyword that replaced a preset's value.
@@ -143,6 +152,8 @@ class OptionSet:
         env: Mapping[str, str] | Iterable[str] | None = None,
         raw: Iterable[RawProperty] = (),
         accounting: bool = True,
+        containment: bool = True,
+        accept_unenforced: bool | Iterable[str] = (),
         **directives: object,
     ) -> OptionSet:
         """The option set of ``@sandboxed(*presets, **directives)``.
@@ -160,6 +171,12 @@ class OptionSet:
         :class:`ConflictingDirectivesError` (two presets disagree, or a
         keyword and ``ns_options`` do) and :class:`ConfigurationError`.
         """
+        if not isinstance(containment, bool):
+            raise ConfigurationError(
+                f"invalid containment {containment!r}; accepted: True (the baseline every "
+                "sandbox gets, the default) or False (none of it: docs/security.md)"
+            )
+        accepted = _accept_unenforced(accept_unenforced)
         if not isinstance(accounting, bool):
             raise ConfigurationError(
                 f"invalid accounting {accounting!r}; accepted: True (per-call figures) or False"
@@ -249,7 +266,12 @@ class OptionSet:
             final[name] = value
 
         check_values(effective.values())
-        raw_props = _raw(raw, effective)
+        if containment:
+            # Refused here, before any unit exists: a value that would weaken the baseline.
+            baseline.check(effective.values())
+            raw_props = _raw(raw, {**baseline.BASELINE, **effective})
+        else:
+            raw_props = _raw(raw, effective)
         return cls(
             directives=tuple(effective[k] for k in sorted(effective)),
             raw=raw_props,
@@ -259,6 +281,8 @@ class OptionSet:
             max_payload=final["max_payload"],
             env=_env(env),
             accounting=accounting,
+            containment=containment,
+            accept_unenforced=accepted,
             presets=labels,
             overrides=tuple(overrides),
             origins=tuple(sorted(origins.items())),
@@ -310,6 +334,10 @@ class OptionSet:
         lines += [f"safe_results {self.safe_results}", f"workers {self.workers}"]
         lines += [f"max_payload {self.max_payload}"]
         lines += [f"env {name}={value!r}" for name, value in self.env]
+        if not self.containment:
+            lines.append("containment False")
+        if self.accept_unenforced:
+            lines.append(f"accept_unenforced {self.accept_unenforced!r}")
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
@@ -327,6 +355,12 @@ class OptionSet:
             f"workers={self.workers!r} max_payload={self.max_payload!r} "
             f"env={[n for n, _ in self.env]!r} key={self.key}"
         )
+        if self.containment:
+            out.append("containment: the baseline is added (docs/security.md)")
+        else:
+            out.append("containment=False: NO containment baseline (docs/security.md)")
+        if self.accept_unenforced:
+            out.append(f"accept_unenforced={self.accept_unenforced!r}")
         return "\n".join(out)
 
     def __repr__(self) -> str:
@@ -344,10 +378,26 @@ class OptionSet:
                 parts.append(f"{name}={value!r}")
         if self.env:
             parts.append(f"env={[n for n, _ in self.env]!r}")
+        if not self.containment:
+            parts.append("containment=False")
+        if self.accept_unenforced:
+            parts.append(f"accept_unenforced={self.accept_unenforced!r}")
         if self.overrides:
             shown = ", ".join(f"{n}: {a!r} -> {b!r}" for n, a, b in self.overrides)
             parts.append(f"overrides=[{shown}]")
         return f"OptionSet({', '.join(parts)})"
+
+
+def _accept_unenforced(value: object) -> bool | tuple[str, ...]:
+    if isinstance(value, bool):
+        return value
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, Iterable):
+        raise ConfigurationError(
+            f"invalid accept_unenforced {value!r}; accepted: True (every directive), or "
+            "the names of the directives to accept unenforced, e.g. ['SocketBindDeny']"
+        )
+    return tuple(sorted({lookup(str(n).rstrip("=")).name for n in names}))
 
 
 def _said(presets: Iterable[Preset], name: str) -> str:

@@ -148,13 +148,16 @@ class UnitChannel:
         properties: Callable[[int, int, bool], list[tuple[str, str, object]]],
         on_gone: Callable[[UnitChannel], None],
         limits: dict[str, str] | None = None,
+        env: Sequence[tuple[str, str]] = (),
     ) -> None:
         """``properties(ctl_fd, diag_fd, pinned)`` gives the new unit's properties;
         ``on_gone`` is called (from the reader thread) once the unit's control channel
         has closed. ``limits`` are the directives that can end the unit, spelled as
         given (``{"MemoryMax": "6M", "RuntimeMaxSec": "2s"}``), for the errors that name
-        them."""
+        them. ``env`` (name, value) pairs go to the supervisor over the channel, never
+        into a unit property (those are readable by every unit over D-Bus)."""
         self.name = name
+        self._env = tuple(env)
         self.limits = dict(limits or {})
         # Pinned (AddRef, on a bus): systemd keeps the unit loaded after it ended until
         # we read why; on the private socket a failed unit waits for ResetFailedUnit.
@@ -215,6 +218,9 @@ class UnitChannel:
                 client.stop_unit(self.name, wait=False)
             raise UnitFailedError(self.name, cause, detail, exit_status=status) from None
         self.ctl.settimeout(None)
+        if self._env:
+            # Before any SPAWN on the same ordered channel: every worker forks with it.
+            self.send_control(FrameType.ENV, [s.encode() for pair in self._env for s in pair])
         self.probe = CgroupProbe(self.name, locate.current(), manager_client)
         try:
             # Resolved here, where a manager that re-executes is waited for, rather

@@ -10,8 +10,10 @@ name) and starts the supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Sequence
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The packages (and top-level modules) the unit imports before any user code.
@@ -119,15 +121,38 @@ def _site_setup() -> str:
     return _site_cache
 
 
+def namespace_inodes() -> dict[str, int]:
+    """This process's namespace inode numbers, for the worker's check that the ones it
+    was promised are not ours (see :mod:`sandboxed.worker.guard`)."""
+    out = {}
+    for kind in ("net", "user", "ipc", "mnt", "uts"):
+        with contextlib.suppress(OSError):
+            out[kind] = os.stat(f"/proc/self/ns/{kind}").st_ino
+    return out
+
+
+def guard_argument(namespaces: Sequence[str], signals: bool) -> str:
+    """The guard spec :func:`sandboxed.worker.guard.lock_down` reads from the command line."""
+    if not namespaces and not signals:
+        return ""
+    mine = namespace_inodes()
+    fields = ["signals"] if signals else []
+    if namespaces:
+        fields.append("ns=" + ",".join(namespaces))
+        fields += [f"{k}={mine[k]}" for k in namespaces if k in mine]
+    return ";".join(fields)
+
+
 def exec_properties(
-    ctl_fd: int, diag_fd: int, pinned: bool = False
+    ctl_fd: int, diag_fd: int, pinned: bool = False, guard: str = ""
 ) -> list[tuple[str, str, object]]:
     """The unit properties that start the worker on ``ctl_fd`` (stdin/stdout) and
     ``diag_fd`` (stderr), with this interpreter and this process's ``sys.path``.
 
     ``pinned``: systemd keeps the unit loaded after it ended until the caller read why
     (``AddRef``: released by ``Unref()``, or when the caller's bus connection closes,
-    even if it dies); otherwise a failed unit stays until ``ResetFailedUnit``."""
+    even if it dies); otherwise a failed unit stays until ``ResetFailedUnit``.
+    ``guard`` is the spec of :func:`guard_argument`, for the supervisor."""
     path = [os.getcwd() if p == "" else p for p in sys.path]
     arg = "\0".join(path).encode().hex()
     site_arg = _site_setup()
@@ -138,7 +163,13 @@ def exec_properties(
         (
             "ExecStart",
             "a(sasb)",
-            [(exe, [exe, "-S", "-s", "-B", "-c", WORKER_BOOT, arg, PACKAGE_DIR, site_arg], False)],
+            [
+                (
+                    exe,
+                    [exe, "-S", "-s", "-B", "-c", WORKER_BOOT, arg, PACKAGE_DIR, site_arg, guard],
+                    False,
+                )
+            ],
         ),
         ("StandardInputFileDescriptor", "h", ctl_fd),
         ("StandardOutputFileDescriptor", "h", ctl_fd),

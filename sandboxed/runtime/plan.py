@@ -8,9 +8,11 @@ from typing import Any
 
 import attrs
 
+from sandboxed.directives import containment as baseline
 from sandboxed.directives.directive import DIRECTIVES, Directive
 from sandboxed.directives.options import bus_properties
-from sandboxed.directives.rootless import UserManagerHost
+from sandboxed.directives.rootless import NOT_IN_USER_MANAGERS, UserManagerHost
+from sandboxed.runtime.enforcement import refuse_unenforceable
 from sandboxed.runtime.reach import Identity, check_module_file, needed_paths, plan
 
 Property = tuple[str, str, object]
@@ -136,12 +138,12 @@ def reach_directives(
 def merged_directives(
     options: Any, who: Identity | None = None, binder: Identity | None = None
 ) -> tuple[list[Any], tuple[str, ...], tuple[Exception, ...]]:
-    """The user's directives merged with the reachability ones, the notes explaining
-    changes, and the optional code paths the sandbox cannot reach."""
+    """The directives (the containment baseline already in: :func:`contained`) merged
+    with the reachability ones, the notes explaining changes, and the optional code
+    paths the sandbox cannot reach. ``env=`` values are not among them: unit properties
+    are readable by every unit over D-Bus, so they travel over the control channel
+    (:mod:`sandboxed.runtime.channel`)."""
     extra, replaced, notes, unreachable = reach_directives(options, who, binder)
-    env = getattr(options, "env", ()) or ()
-    if env:
-        extra.append(Directive.of("Environment", [f"{k}={v}" for k, v in env]))
     by_name: dict[str, Any] = {d.name: d for d in options.directives}
     if replaced is not None:
         by_name["ProtectHome"] = replaced
@@ -153,6 +155,40 @@ def merged_directives(
     return list(by_name.values()), notes, unreachable
 
 
+#: Directive -> the namespace kind (as in /proc/self/ns) the unit must then have.
+_PROMISED_NAMESPACES = (
+    ("PrivateNetwork", "net"),
+    ("PrivateUsers", "user"),
+    ("PrivateIPC", "ipc"),
+    ("ProtectHostname", "uts"),
+)
+
+
+def contained(options: Any, rootless: UserManagerHost | None = None) -> Any:
+    """``options`` with the containment baseline combined in (unless ``containment=False``).
+
+    In a user manager, the baseline's directives that user managers do not support
+    (``ProtectControlGroups=``: see :mod:`sandboxed.directives.rootless`) are left out:
+    there the unit's processes are the caller's own uid, and its cgroup subtree is
+    delegated to that user anyway.
+    """
+    if not getattr(options, "containment", True):
+        return options
+    skip = NOT_IN_USER_MANAGERS if rootless is not None else frozenset()
+    return attrs.evolve(options, directives=tuple(baseline.apply(options.directives, skip)))
+
+
+def guard_plan(options: Any, rootless: UserManagerHost | None = None) -> tuple[list[str], bool]:
+    """(namespace kinds the worker must find its own, whether to install the signal
+    filter) for the unit of ``options``, baseline included (see worker/guard.py)."""
+    is_contained = bool(getattr(options, "containment", True))
+    options = contained(options, rootless)
+    kinds = [k for name, k in _PROMISED_NAMESPACES if _bool(directive_value(options, name))]
+    if is_contained:
+        kinds.append("mnt")  # the baseline's TemporaryFileSystem=/run makes one
+    return kinds, is_contained
+
+
 def unit_plan(
     options: Any, rootless: UserManagerHost | None = None
 ) -> tuple[list[Property], tuple[str, ...], tuple[Exception, ...]]:
@@ -160,8 +196,11 @@ def unit_plan(
 
     ``rootless``: the user manager the unit will run in, if it is one; the
     options then take their rootless form (:mod:`sandboxed.runtime.rootless`),
-    which raises :class:`UnenforceableDirectiveError` for what it cannot hold.
+    which raises :class:`UnenforceableDirectiveError` for what it cannot hold;
+    so does a directive this host cannot enforce (:mod:`sandboxed.runtime.enforcement`).
+    The containment baseline is added to what the user asked for.
     """
+    refuse_unenforceable(options)
     who = None
     rootless_notes: tuple[str, ...] = ()
     if rootless is not None:
@@ -170,6 +209,7 @@ def unit_plan(
         options, rootless_notes = rootless_options(options, rootless)
         uid, gids = caller_identity(rootless)
         who = Identity(uid, gids)
+    options = contained(options, rootless)
     directives, notes, unreachable = merged_directives(options, who, binder=who)
     notes = (*rootless_notes, *notes)
     props = bus_properties(directives, getattr(options, "raw", ()) or ())

@@ -23,8 +23,14 @@ from sandboxed.runtime import client as _client
 from sandboxed.runtime.channel import UnitChannel, WorkerChannel
 from sandboxed.runtime.client import manager_client
 from sandboxed.runtime.host_checks import check_host
-from sandboxed.runtime.launch import exec_properties
-from sandboxed.runtime.plan import check_module, directive_spelling, directive_value, unit_plan
+from sandboxed.runtime.launch import exec_properties, guard_argument
+from sandboxed.runtime.plan import (
+    check_module,
+    directive_spelling,
+    directive_value,
+    guard_plan,
+    unit_plan,
+)
 from sandboxed.runtime.stats import CallStats
 
 log = logging.getLogger("sandboxed")
@@ -84,6 +90,7 @@ class Sandbox:
         # time: it sets this False.)
         self.functions_apart = True
         self._props_cache: list[tuple[str, str, object]] | None = None
+        self._guard = ""
         self.notes: tuple[str, ...] = ()
         self.unreachable: tuple[Exception, ...] = ()
         self._reachable_modules: set[str | None] = set()
@@ -101,10 +108,12 @@ class Sandbox:
         if self._props_cache is None:
             from sandboxed.runtime.rootless import user_manager_host
 
-            # A user manager gets the rootless form of the options, or refuses them:
-            # decided here, before any unit of this sandbox exists.
+            # A user manager gets the rootless form of the options, or refuses them; a
+            # directive this host cannot enforce is refused: decided here, before any
+            # unit of this sandbox exists.
             host = _client.while_unavailable(lambda: user_manager_host(manager_client()))
             self._props_cache, self.notes, self.unreachable = unit_plan(self.options, host)
+            self._guard = guard_argument(*guard_plan(self.options, host))
         return self._props_cache
 
     def check_reachable(self, fn: Callable[..., Any]) -> None:
@@ -129,7 +138,8 @@ class Sandbox:
         self, ctl_fd: int, diag_fd: int, pinned: bool = False
     ) -> list[tuple[str, str, object]]:
         """Every property of a new unit: the worker's command and channels, then the plan's."""
-        return [*exec_properties(ctl_fd, diag_fd, pinned), *self.base_properties()]
+        base = self.base_properties()
+        return [*exec_properties(ctl_fd, diag_fd, pinned, self._guard), *base]
 
     def _limits(self) -> dict[str, str]:
         """The directives that can end the unit, spelled as given, for errors that name them."""
@@ -224,7 +234,11 @@ class Sandbox:
         while True:
             generation = _client.generation
             u = UnitChannel(
-                self._new_unit_name(), self.unit_properties, self._unit_gone, self._limits()
+                self._new_unit_name(),
+                self.unit_properties,
+                self._unit_gone,
+                self._limits(),
+                env=getattr(self.options, "env", ()) or (),
             )
             try:
                 u.start()

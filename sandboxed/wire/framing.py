@@ -53,6 +53,7 @@ class FrameType(enum.IntEnum):
     STARTED = 12  # worker -> caller: [] the call is loaded and its function starts now
     PARTIAL = 13  # worker -> caller: [codec (index, ok), *parts] one task of a batch is done
     UNKNOWN_FUNCTION = 17  # worker -> caller: [digest] not cached here: send the function
+    ENV = 18  # caller -> supervisor: [name, value, name, value...] env= (never a unit property)
 
 
 def encode_header(kind: FrameType, parts: Sequence[Buffer], flags: int = 0) -> bytes:

@@ -83,7 +83,7 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    supervise(ctl)
+    supervise(ctl, sys.argv[4] if len(sys.argv) > 4 else "")
 
 
 if __name__ == "__main__":

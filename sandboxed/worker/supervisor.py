@@ -42,8 +42,22 @@ def _info() -> dict[str, Any]:
 # -- supervisor ------------------------------------------------------------------------------
 
 
-def supervise(ctl: socket.socket) -> None:
-    """Serve the control socket until the caller closes it."""
+def supervise(ctl: socket.socket, guard_spec: str = "") -> None:
+    """Serve the control socket until the caller closes it.
+
+    ``guard_spec`` is what :func:`sandboxed.worker.guard.lock_down` must check and
+    install before anything else; if it fails, the supervisor says why on stderr
+    (the caller's diagnostics) and exits without serving.
+    """
+    if guard_spec:
+        from sandboxed.worker import guard
+
+        try:
+            guard.lock_down(guard_spec)
+        except (guard.GuardError, OSError) as e:
+            sys.stderr.write(f"sandboxed: refusing to serve: {e}\n")
+            sys.stderr.flush()
+            os._exit(3)
     children: dict[int, int] = {}  # pid -> worker id
     # pid -> read ends of the worker's stdout/stderr pipes: what it wrote to fds 1 and 2
     # just before it died is forwarded from here, before its EXITED.
@@ -107,6 +121,10 @@ def supervise(ctl: socket.socket) -> None:
                 outputs[pid] = (pipes[0][0], pipes[1][0])
                 children[pid] = wid
                 send_frame(ctl, FrameType.SPAWNED, [frames.pack(FrameType.SPAWNED, wid, pid)])
+            elif kind == FrameType.ENV:
+                # env= values: here rather than in Environment=, which every unit can read.
+                for name, value in zip(parts[::2], parts[1::2], strict=False):
+                    os.environ[bytes(name).decode()] = bytes(value).decode()
             elif kind == FrameType.KILL:
                 try:
                     wid, sig = frames.unpack(FrameType.KILL, parts[0])

@@ -222,7 +222,7 @@ def privileged_sockets(extra: tuple[str, ...] = ()) -> dict[str, str]:
 def start_unit_through_manager(marker: str) -> str:
     """Finding 1: ask the manager over its private socket (or the system bus) for a unit of
     our own whose ExecStart= creates ``marker`` on the host. ``"ok"`` if the call went through."""
-    from sandboxed._bus import ManagerClient
+    from sandboxed.systemd.bus import ManagerClient
 
     errors = []
     for address in ("unix:path=/run/systemd/private", "unix:path=/run/dbus/system_bus_socket"):
@@ -252,7 +252,7 @@ def start_unit_through_manager(marker: str) -> str:
 
 def read_other_units_environment(unit: str) -> str:
     """Finding 9: GetAll on another unit's Service interface; its Environment= if readable."""
-    from sandboxed._bus import ManagerClient
+    from sandboxed.systemd.bus import ManagerClient
 
     errors = []
     for address in ("unix:path=/run/dbus/system_bus_socket", "unix:path=/run/systemd/private"):

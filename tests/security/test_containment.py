@@ -81,8 +81,8 @@ def _start_sleeper() -> int:
 @pytest.fixture(scope="module")
 def victims() -> Iterator[list[int]]:
     """A root and a nobody process, each in a unit of its own (not the attacker's)."""
-    root = in_sandbox(containment=False, Description="victim root")
-    nobody = in_sandbox(AsUser("nobody"), Description="victim nobody")
+    root = in_sandbox(containment=False, Environment="SANDBOXED_VICTIM=root")
+    nobody = in_sandbox(AsUser("nobody"), Environment="SANDBOXED_VICTIM=nobody")
     pids = [root(_start_sleeper), nobody(_start_sleeper)]
     yield pids
     root.sandbox.shutdown()
@@ -193,7 +193,7 @@ def test_no_mount_can_be_undone_or_made(preset: str, user: str) -> None:
 
 
 def test_control_finding_4_proc_can_be_unmounted_without_containment() -> None:
-    run = uncontained(Description="umount control")
+    run = uncontained(Environment="SANDBOXED_UMOUNT=1")
     try:
         outcomes = run(ck.mounts)
         assert outcomes["umount-proc"] == OK, outcomes
@@ -273,12 +273,12 @@ _PRIVATE_UNDER = {
 @pytest.mark.parametrize(("preset", "user"), CELLS, ids=CELL_IDS)
 def test_nothing_persists_in_shared_places(preset: str, user: str) -> None:
     tag = secrets.token_hex(4)
-    first = cell(preset, user, Description=f"persist {tag} a")
+    first = cell(preset, user, Environment=f"SANDBOXED_PERSIST={tag}a")
     try:
         first(ck.leave_markers, tag)
     finally:
         first.sandbox.shutdown()
-    second = cell(preset, user, Description=f"persist {tag} b")
+    second = cell(preset, user, Environment=f"SANDBOXED_PERSIST={tag}b")
     try:
         found = second(ck.find_markers, tag)
     finally:
