@@ -12,6 +12,7 @@ through another process's root goes to a throw-away file the test names.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -453,7 +454,10 @@ def _setns_in_child(kind: str) -> str:
 
 
 def namespaces() -> dict[str, str]:
-    out = {f"setns-{k}": _setns_in_child(k) for k in ("net", "mnt", "pid", "ipc", "uts", "cgroup", "user")}
+    out = {
+        f"setns-{k}": _setns_in_child(k)
+        for k in ("net", "mnt", "pid", "ipc", "uts", "cgroup", "user")
+    }
     for name, flag in (
         ("user", CLONE_NEWUSER),
         ("mnt", CLONE_NEWNS),
@@ -494,7 +498,16 @@ def _umount(path: str) -> None:
 
 def _mount(src: str, target: str, fstype: str | None, flags: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(src.encode(), target.encode(), fstype.encode() if fstype else None, ctypes.c_ulong(flags), None) != 0:
+    if (
+        libc.mount(
+            src.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            None,
+        )
+        != 0
+    ):
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
 
@@ -504,10 +517,14 @@ def mounts() -> dict[str, str]:
     return {
         "umount-proc": _in_child(lambda: _umount("/proc")),
         "umount-run": _in_child(lambda: _umount("/run")),
-        "mount-tmpfs": _in_child(lambda: _mount("tmpfs", "/mnt" if os.path.isdir("/mnt") else "/tmp", "tmpfs", 0)),
+        "mount-tmpfs": _in_child(
+            lambda: _mount("tmpfs", "/mnt" if os.path.isdir("/mnt") else "/tmp", "tmpfs", 0)
+        ),
         "mount-proc": _in_child(lambda: _mount("proc", "/tmp", "proc", 0)),
         "fsopen": _in_child(lambda: os.close(syscall("fsopen", ctypes.c_char_p(b"tmpfs"), 0))),
-        "open_tree": _in_child(lambda: os.close(syscall("open_tree", -100, ctypes.c_char_p(b"/"), 1))),
+        "open_tree": _in_child(
+            lambda: os.close(syscall("open_tree", -100, ctypes.c_char_p(b"/"), 1))
+        ),
     }
 
 
@@ -532,6 +549,7 @@ def cgroups() -> dict[str, str]:
     out = {}
     me = str(os.getpid())
     for mnt in _cgroup_dirs():
+
         def move(mnt: str = mnt) -> None:
             with open(os.path.join(mnt, "cgroup.procs"), "w") as f:
                 f.write(me)
@@ -574,12 +592,23 @@ def kernel_interfaces() -> dict[str, str]:
         syscall("keyctl", 1, ctypes.c_char_p(b"escape"))  # KEYCTL_JOIN_SESSION_KEYRING
 
     def add_key() -> None:
-        syscall("add_key", ctypes.c_char_p(b"user"), ctypes.c_char_p(b"escape"), ctypes.c_char_p(b"x"), 1, -3)
+        syscall(
+            "add_key",
+            ctypes.c_char_p(b"user"),
+            ctypes.c_char_p(b"escape"),
+            ctypes.c_char_p(b"x"),
+            1,
+            -3,
+        )
 
     return {
         "io_uring_setup": attempt(io_uring),
-        "io_uring_enter": attempt(lambda: _fails_only_after_the_check("io_uring_enter", -1, 0, 0, 0, 0, 0)),
-        "io_uring_register": attempt(lambda: _fails_only_after_the_check("io_uring_register", -1, 0, 0, 0)),
+        "io_uring_enter": attempt(
+            lambda: _fails_only_after_the_check("io_uring_enter", -1, 0, 0, 0, 0, 0)
+        ),
+        "io_uring_register": attempt(
+            lambda: _fails_only_after_the_check("io_uring_register", -1, 0, 0, 0)
+        ),
         "bpf": attempt(bpf),
         "perf_event_open": attempt(perf),
         "userfaultfd": attempt(userfaultfd),
@@ -588,14 +617,32 @@ def kernel_interfaces() -> dict[str, str]:
         # Bad magic: EPERM without CAP_SYS_BOOT, EINVAL with it. Never a real reboot.
         "reboot": attempt(lambda: _fails_only_after_the_check("reboot", 0, 0, 0, 0)),
         "kexec_load": attempt(lambda: _fails_only_after_the_check("kexec_load", 0, 1 << 20, 0, 0)),
-        "kexec_file_load": attempt(lambda: _fails_only_after_the_check("kexec_file_load", -1, -1, 0, 0, 0)),
-        "init_module": attempt(lambda: _fails_only_after_the_check("init_module", 0, 0, ctypes.c_char_p(b""))),
-        "finit_module": attempt(lambda: _fails_only_after_the_check("finit_module", -1, ctypes.c_char_p(b""), 0)),
-        "delete_module": attempt(lambda: _fails_only_after_the_check("delete_module", ctypes.c_char_p(b"sandboxed-no-such-module"), 0)),
-        "iopl": attempt(lambda: _fails_only_after_the_check("iopl", 4)) if os.uname().machine == "x86_64" else "n/a",
-        "swapoff": attempt(lambda: _fails_only_after_the_check("swapoff", ctypes.c_char_p(b"/nonexistent"))),
-        "acct": attempt(lambda: _fails_only_after_the_check("acct", ctypes.c_char_p(b"/nonexistent/x"))),
-        "open_by_handle_at": attempt(lambda: _fails_only_after_the_check("open_by_handle_at", -1, 0, 0)),
+        "kexec_file_load": attempt(
+            lambda: _fails_only_after_the_check("kexec_file_load", -1, -1, 0, 0, 0)
+        ),
+        "init_module": attempt(
+            lambda: _fails_only_after_the_check("init_module", 0, 0, ctypes.c_char_p(b""))
+        ),
+        "finit_module": attempt(
+            lambda: _fails_only_after_the_check("finit_module", -1, ctypes.c_char_p(b""), 0)
+        ),
+        "delete_module": attempt(
+            lambda: _fails_only_after_the_check(
+                "delete_module", ctypes.c_char_p(b"sandboxed-no-such-module"), 0
+            )
+        ),
+        "iopl": attempt(lambda: _fails_only_after_the_check("iopl", 4))
+        if os.uname().machine == "x86_64"
+        else "n/a",
+        "swapoff": attempt(
+            lambda: _fails_only_after_the_check("swapoff", ctypes.c_char_p(b"/nonexistent"))
+        ),
+        "acct": attempt(
+            lambda: _fails_only_after_the_check("acct", ctypes.c_char_p(b"/nonexistent/x"))
+        ),
+        "open_by_handle_at": attempt(
+            lambda: _fails_only_after_the_check("open_by_handle_at", -1, 0, 0)
+        ),
         "syslog-read": attempt(lambda: _fails_only_after_the_check("syslog", 10, 0, 0)),
         "settimeofday": attempt(lambda: _fails_only_after_the_check("settimeofday", 0, 0)),
     }
@@ -615,8 +662,13 @@ def _io_uring_socket(domain: int, kind: int) -> None:
         sq_array, cqes = u32(64), u32(100)
         size = max(sq_array + sq_entries * 4, cqes + cq_entries * 16)
         ring = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        sqes = mmap.mmap(fd, 64 * sq_entries, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
-                         offset=0x10000000)
+        sqes = mmap.mmap(
+            fd,
+            64 * sq_entries,
+            mmap.MAP_SHARED,
+            mmap.PROT_READ | mmap.PROT_WRITE,
+            offset=0x10000000,
+        )
         sqe = bytearray(64)
         struct.pack_into("=BBHi", sqe, 0, 45, 0, 0, domain)  # IORING_OP_SOCKET, fd = domain
         struct.pack_into("=Q", sqe, 8, kind)  # off = type
@@ -670,7 +722,19 @@ def vsock() -> dict[str, str]:
 
 # -- persistence ------------------------------------------------------------------------------
 
-SHARED_PLACES = ("/run", "/run/lock", "/run/user", "/dev/shm", "/dev/mqueue", "/var/tmp", "/tmp", "/var/lib", "/var/cache", "/home", "/root")
+SHARED_PLACES = (
+    "/run",
+    "/run/lock",
+    "/run/user",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/var/tmp",
+    "/tmp",
+    "/var/lib",
+    "/var/cache",
+    "/home",
+    "/root",
+)
 
 
 def leave_markers(tag: str) -> dict[str, str]:
@@ -694,10 +758,8 @@ def find_markers(tag: str) -> dict[str, str]:
 def remove_markers(tag: str) -> None:
     for place in SHARED_PLACES:
         p = os.path.join(place, f"sandboxed-persist-{tag}")
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(p)
-        except OSError:
-            pass
 
 
 def identity() -> dict[str, Any]:

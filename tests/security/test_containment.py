@@ -166,9 +166,9 @@ def test_finding_2_proc_1_root_does_not_reach_the_host(host_marker: Path) -> Non
 def test_control_finding_2_proc_1_root_writes_the_host_without_containment(
     host_marker: Path,
 ) -> None:
-    assert in_sandbox(ReadOnly, containment=False)(
-        ck.write_through_proc_root, str(host_marker)
-    ) == OK
+    assert (
+        in_sandbox(ReadOnly, containment=False)(ck.write_through_proc_root, str(host_marker)) == OK
+    )
     assert host_marker.exists()
 
 

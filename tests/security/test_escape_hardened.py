@@ -26,6 +26,8 @@ pytestmark = pytest.mark.systemd
 
 HARDENED = in_sandbox(Hardened)
 NOBODY = in_sandbox(AsUser("nobody"))
+#: The controls: nothing but the user, not even the containment baseline every sandbox gets.
+BARE_NOBODY = in_sandbox(AsUser("nobody"), containment=False)
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 PTRACE_ATTACH = 16
@@ -180,7 +182,7 @@ def test_privileged_system_calls_are_refused_by_the_filter() -> None:
 
 def test_without_the_filter_an_unprivileged_user_may_unshare_and_ptrace() -> None:
     # The control for the test above: these are refused by Hardened, not by the host.
-    outcomes = NOBODY(privileged_calls)
+    outcomes = BARE_NOBODY(privileged_calls)
     assert outcomes["ptrace"] == OK
     assert outcomes["unshare(user|net)"] == OK
     # Without the filter these reach the kernel, which answers otherwise than EPERM.
@@ -195,7 +197,7 @@ def test_other_processes_are_invisible() -> None:
     assert set(seen.values()) == {uid}
     assert 1 not in seen  # the manager
     # Without ProtectProc= the same probe sees root's processes.
-    assert 0 in NOBODY(visible_processes).values()
+    assert 0 in BARE_NOBODY(visible_processes).values()
 
 
 def _shared_memory(name: str) -> dict[str, Any]:

@@ -134,8 +134,16 @@ def test_the_user_cannot_become_root(box: Any) -> None:
 def test_the_setuid_binary_would_make_nobody_root_without_no_new_privileges(
     setuid_id: Path,
 ) -> None:
-    # The control: the setuid bit works for nobody when nothing forbids it.
-    assert NOBODY(run_setuid, str(setuid_id)) == (65534, "0")
+    # The control: the setuid bit works for nobody when nothing forbids it (not even the
+    # containment baseline, whose NoNewPrivileges= forbids it in every sandbox).
+    bare = in_sandbox(AsUser("nobody"), containment=False)
+    assert bare(run_setuid, str(setuid_id)) == (65534, "0")
+
+
+def test_the_containment_baseline_alone_makes_setuid_binaries_grant_nothing(
+    setuid_id: Path,
+) -> None:
+    assert NOBODY(run_setuid, str(setuid_id))[1] != "0"
 
 
 @pytest.mark.parametrize("box", [NOBODY_NNP, HARDENED], ids=["nobody+NoNewPrivileges", "Hardened"])

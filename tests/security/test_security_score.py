@@ -16,6 +16,7 @@ pytestmark = pytest.mark.systemd
 
 HARDENED = in_sandbox(Hardened)
 PLAIN = in_sandbox()
+BARE = in_sandbox(containment=False)
 
 
 def test_hardened_scores_at_most_2_0() -> None:
@@ -43,8 +44,16 @@ def test_the_report_reads_every_setting_of_the_live_unit() -> None:
     assert security_report(report.unit).score == report.score  # by unit name, too
 
 
+def test_a_sandbox_with_no_options_scores_worse_than_hardened() -> None:
+    # The containment baseline alone (measured: 4.7 OK on systemd 252).
+    plain = security_report(PLAIN)
+    assert security_report(HARDENED).score < plain.score < security_report(BARE).score
+    assert plain.item("PrivateUsers=").ok is True  # type: ignore[union-attr]
+    assert plain.item("ProtectControlGroups=").ok is True  # type: ignore[union-attr]
+
+
 def test_an_unrestricted_sandbox_scores_far_worse() -> None:
-    report = security_report(PLAIN)
+    report = security_report(BARE)
     assert report.score > 5.0
     assert report.item("PrivateNetwork=") is not None
     assert report.item("PrivateNetwork=").ok is False  # type: ignore[union-attr]

@@ -49,7 +49,9 @@ def in_probed(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def in_baseline(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return sandboxed()(fn)
+    # The control: a unit without the directive under test, and without the containment
+    # baseline either (it sets NoNewPrivileges=, a system call filter, ...).
+    return sandboxed(containment=False)(fn)
 
 
 @pytest.fixture(scope="module", autouse=True)
