@@ -158,6 +158,18 @@ def test_control_root_signals_the_manager_without_containment() -> None:
     assert worked(outcomes) == list(outcomes), outcomes
 
 
+def test_non_guarantee_same_uid_processes_can_still_be_signalled_by_number(
+    victims: list[int],
+) -> None:
+    # Stated in docs/security.md: without a PID namespace (systemd 252 has no
+    # PrivatePIDs=), root may signal other root processes by their number, and a shared
+    # User= the processes of that user. A dynamic user's uid is its unit's alone.
+    root_victim, nobody_victim = victims
+    assert cell("ReadOnly", "root")(ck.signal_pids, [root_victim]) == {root_victim: OK}
+    assert cell("ReadOnly", "nobody")(ck.signal_pids, [nobody_victim]) == {nobody_victim: OK}
+    assert worked(cell("ReadOnly", "dynamic")(ck.signal_pids, victims)) == []
+
+
 def test_finding_2_proc_1_root_does_not_reach_the_host(host_marker: Path) -> None:
     assert cell("ReadOnly", "root")(ck.write_through_proc_root, str(host_marker)) != OK
     assert not host_marker.exists()
@@ -342,3 +354,66 @@ def test_control_finding_9_properties_are_readable_from_an_uncontained_sandbox(
         assert "SANDBOXED_NOT_SECRET=visible" in seen
     finally:
         victim.sandbox.shutdown()
+
+
+# -- honest enforcement ------------------------------------------------------------------------
+
+
+def _bind_loopback() -> str:
+    import socket
+
+    def bind() -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+
+    from escape_kit import attempt
+
+    return attempt(bind)
+
+
+def test_finding_10_a_directive_this_host_cannot_enforce_is_refused_before_any_unit(
+    systemd: Any,
+) -> None:
+    from sandboxed import UnenforceableDirectiveError
+    from sandboxed.directives.enforcement import unenforceable
+    from sandboxed.runtime.enforcement import host_facts
+
+    refused = dict(unenforceable(["SocketBindDeny"], host_facts(systemd.client())))
+    run = in_sandbox(SocketBindDeny="any")
+    if "SocketBindDeny" not in refused:
+        assert run(_bind_loopback) == "PermissionError EPERM"  # enforced here: it holds
+        return
+    with pytest.raises(UnenforceableDirectiveError, match="SocketBindDeny") as info:
+        run(_bind_loopback)
+    assert info.value.directive == "SocketBindDeny"
+    assert "accept_unenforced" in str(info.value)
+    assert run.sandbox.unit_name is None  # no unit was started
+    # Accepted explicitly, it runs, and (as doctor says) does not hold.
+    weaker = in_sandbox(SocketBindDeny="any", accept_unenforced=["SocketBindDeny"])
+    assert weaker(_bind_loopback) == OK
+
+
+def test_finding_10_restrict_file_systems_is_refused_where_unenforceable(systemd: Any) -> None:
+    from sandboxed import UnenforceableDirectiveError
+    from sandboxed.directives.enforcement import unenforceable
+    from sandboxed.runtime.enforcement import host_facts
+
+    if not unenforceable(["RestrictFileSystems"], host_facts(systemd.client())):
+        assert in_sandbox(RestrictFileSystems="~sysfs")(os.listdir, "/proc") is not None
+        return
+    with pytest.raises(UnenforceableDirectiveError, match="RestrictFileSystems"):
+        in_sandbox(RestrictFileSystems="~sysfs")(int)
+
+
+def test_the_worker_refuses_a_namespace_that_is_the_callers() -> None:
+    from sandboxed.worker import guard
+
+    mine = guard.namespace_inodes()
+    with pytest.raises(guard.GuardError, match="private user namespace"):
+        guard.verify_namespaces("user", {"user": mine["user"]})
+    guard.verify_namespaces("user", {"user": mine["user"] + 1})  # another: fine
+
+
+def test_a_promised_network_namespace_is_checked_in_every_no_network_sandbox() -> None:
+    # The guard ran (or the call could not have been served) and found only lo.
+    assert cell("NoNetwork", "root")(ck.identity)["netns"] != os.readlink("/proc/self/ns/net")

@@ -1,0 +1,149 @@
+"""The containment baseline's algebra and the host-capability rules (pure, no bus)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandboxed import (
+    ConflictingDirectivesError,
+    Hardened,
+    NoNetwork,
+    ReadOnly,
+)
+from sandboxed.directives import containment
+from sandboxed.directives.directive import Directive
+from sandboxed.directives.enforcement import HostFacts, unenforceable
+from sandboxed.directives.options import OptionSet
+
+
+def _applied(*presets: object, **kw: object) -> dict[str, Directive]:
+    return {d.name: d for d in containment.apply(OptionSet.build(*presets, **kw).directives)}
+
+
+def _spelled(d: Directive) -> str:
+    return "; ".join(d.spec.render(d.value))
+
+
+@pytest.mark.parametrize(
+    "presets",
+    [(), (NoNetwork,), (ReadOnly,), (Hardened,), (NoNetwork | ReadOnly,)],
+    ids=["none", "NoNetwork", "ReadOnly", "Hardened", "NoNetwork|ReadOnly"],
+)
+def test_every_preset_gets_the_whole_baseline(presets: tuple[object, ...]) -> None:
+    got = _applied(*presets)
+    for name in containment.BASELINE:
+        assert name in got, name
+    assert got["PrivateUsers"].value is True
+    assert got["ProtectControlGroups"].value is True
+    assert "/run:ro,mode=0755" in _spelled(got["TemporaryFileSystem"])
+    caps = _spelled(got["CapabilityBoundingSet"]).lower()
+    for cap in ("cap_sys_admin", "cap_sys_ptrace", "cap_sys_boot", "cap_bpf", "cap_net_admin"):
+        # Either dropped by a deny list, or absent from an allow list (Hardened: none).
+        assert (caps.startswith("~") and cap in caps) or cap not in caps
+    filt = _spelled(got["SystemCallFilter"])
+    assert "io_uring_setup" in filt and "@reboot" in filt
+
+
+def test_a_users_capability_set_cannot_widen_the_baseline() -> None:
+    got = _applied(CapabilityBoundingSet="CAP_SYS_ADMIN CAP_NET_BIND_SERVICE CAP_SYS_PTRACE")
+    assert _spelled(got["CapabilityBoundingSet"]).lower() == "cap_net_bind_service"
+
+
+def test_a_users_address_family_allow_list_keeps_vsock_out() -> None:
+    got = _applied(RestrictAddressFamilies="AF_UNIX AF_VSOCK AF_INET")
+    assert _spelled(got["RestrictAddressFamilies"]) == "AF_INET AF_UNIX"
+
+
+def test_a_users_namespace_allow_list_is_intersected_to_none() -> None:
+    got = _applied(RestrictNamespaces="net user")
+    assert got["RestrictNamespaces"] == containment.BASELINE["RestrictNamespaces"]
+
+
+def test_a_users_system_call_filter_keeps_the_baselines_denials() -> None:
+    got = _applied(SystemCallFilter="~@clock")
+    filt = _spelled(got["SystemCallFilter"])
+    assert "@clock" in filt and "io_uring_enter" in filt and "bpf" in filt
+
+
+def test_a_users_errno_choice_is_kept() -> None:
+    assert _applied(SystemCallErrorNumber="EACCES")["SystemCallErrorNumber"].value == (
+        Directive.of("SystemCallErrorNumber", "EACCES").value
+    )
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"PrivateUsers": False},
+        {"ProtectControlGroups": False},
+        {"NoNewPrivileges": False},
+        {"ProtectKernelTunables": False},
+    ],
+    ids=lambda kw: next(iter(kw)),
+)
+def test_a_value_that_weakens_the_baseline_is_refused_naming_the_opt_out(
+    kw: dict[str, object],
+) -> None:
+    with pytest.raises(ConflictingDirectivesError) as info:
+        OptionSet.build(**kw)
+    assert "containment=False" in " ".join(getattr(info.value, "__notes__", []))
+
+
+def test_containment_false_takes_a_weakening_value_and_changes_the_key() -> None:
+    bare = OptionSet.build(PrivateUsers=False, containment=False)
+    assert bare.get("PrivateUsers").value is False  # type: ignore[union-attr]
+    assert OptionSet.build(containment=False).key != OptionSet.build().key
+    assert "containment=False" in repr(OptionSet.build(containment=False))
+
+
+def test_containment_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match="containment"):
+        OptionSet.build(containment="no")  # type: ignore[arg-type]
+
+
+def test_a_raw_property_cannot_undo_the_baseline() -> None:
+    from sandboxed import RawProperty
+
+    with pytest.raises(ConflictingDirectivesError):
+        OptionSet.build(raw=[RawProperty("PrivateUsers", "b", False)])
+
+
+_NO_BPF = HostFacts(frozenset({"+SECCOMP", "-BPF_FRAMEWORK"}), "hybrid", frozenset())
+_ALL = HostFacts(frozenset({"+BPF_FRAMEWORK"}), "unified", frozenset({"bpf", "apparmor"}))
+
+
+@pytest.mark.parametrize(
+    ("names", "facts", "refused"),
+    [
+        (["SocketBindDeny"], _NO_BPF, ["SocketBindDeny"]),
+        (["RestrictFileSystems"], _NO_BPF, ["RestrictFileSystems"]),
+        (["IPAddressDeny"], _NO_BPF, []),  # hybrid has a cgroup2 hierarchy
+        (["IPAddressDeny"], HostFacts(cgroup_layout="legacy"), ["IPAddressDeny"]),
+        (["SocketBindDeny", "RestrictFileSystems", "CPUQuota"], _ALL, []),
+        (
+            ["RestrictFileSystems"],
+            HostFacts(frozenset({"+BPF_FRAMEWORK"})),
+            ["RestrictFileSystems"],
+        ),
+        (
+            ["SocketBindDeny"],
+            HostFacts(frozenset({"+BPF_FRAMEWORK"}), "hybrid"),
+            ["SocketBindDeny"],
+        ),
+    ],
+)
+def test_unenforceable_directives_follow_the_host_facts(
+    names: list[str], facts: HostFacts, refused: list[str]
+) -> None:
+    got = unenforceable(names, facts)
+    assert [n for n, _ in got] == refused
+    assert all(reason for _, reason in got)
+
+
+def test_accept_unenforced_takes_names_or_true() -> None:
+    assert OptionSet.build(accept_unenforced=["SocketBindDeny="]).accept_unenforced == (
+        "SocketBindDeny",
+    )
+    assert OptionSet.build(accept_unenforced=True).accept_unenforced is True
+    with pytest.raises(ValueError):
+        OptionSet.build(accept_unenforced=["NoSuchDirective"])
