@@ -1148,7 +1148,7 @@ def markdown(suite: Suite, info: dict[str, str], argv: list[str]) -> str:
         "",
         "## Targets (ratios of the same run)",
         "",
-        table(target_rows(suite), ["target", "reached", "bound", "", "note"]),
+        table(target_rows(suite), ["target", "reached", "bound", "met?", "note"]),
         "",
         "## Figures",
         "",
@@ -1229,7 +1229,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [f.cells() for f in suite.figures]
     print(table(rows, ["group", "contender", "metric", "median", "spread", "note"]))
     print()
-    print(table(target_rows(suite), ["target", "reached", "bound", "", "note"]))
+    print(table(target_rows(suite), ["target", "reached", "bound", "met?", "note"]))
     if args.out is None and suite.only:
         return 0  # a partial run does not overwrite the full run's report
     args.out = args.out or os.path.join(ROOT, "docs")
