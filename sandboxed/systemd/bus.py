@@ -431,6 +431,11 @@ class ManagerClient:
             return "queued"
         try:
             return fut.result(timeout)
+        except FutureTimeout:
+            member = msg.header.fields.get(HeaderFields.member, "?")
+            raise ManagerError(
+                f"the job {path} that {member}() queued did not finish within {timeout:g} s"
+            ) from None
         finally:
             with self._jobs_lock:
                 self._jobs.pop(path, None)
