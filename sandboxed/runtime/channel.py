@@ -178,8 +178,10 @@ class UnitChannel:
         self.reader: threading.Thread | None = None
         self.probe: CgroupProbe | None = None
         self.failure: BaseException | None = None
-        # The manager generation (runtime.client) this unit was last known good in.
+        # The manager generation and announcement count (runtime.client) this unit
+        # was last known good in.
         self.generation = _client.generation
+        self.announced = _client.announced
 
     # -- start ---------------------------------------------------------------------
 
@@ -237,19 +239,26 @@ class UnitChannel:
         )
         self.reader.start()
 
-    def still_as_started(self, expected: Sequence[tuple[str, str, object]]) -> bool:
+    def still_as_started(
+        self, expected: Sequence[tuple[str, str, object]], thorough: bool = True
+    ) -> bool:
         """Does the manager still hold this unit to what it was started with?
 
         Asked after the manager reloaded or re-executed, which re-reads every unit:
         a unit whose file could not be read again (or that vanished) keeps its
         processes but loses its limits (``LoadState=not-found``,
         ``MemoryMax=infinity``). ``expected`` are properties it was started with;
-        the scalar ones the manager reports back must be unchanged. Any doubt (no
-        answer, a changed value) counts as no.
+        the scalar ones the manager reports back must be unchanged (only when
+        ``thorough``: otherwise its load and active state are all that is asked,
+        two small calls). Any doubt (no answer, a changed value) counts as no.
         """
         try:
             client = manager_client()
             path = client.unit_path(self.name)
+            if not thorough:
+                load = client.get_property(path, "org.freedesktop.systemd1.Unit", "LoadState")
+                active = client.get_property(path, "org.freedesktop.systemd1.Unit", "ActiveState")
+                return load == "loaded" and active in ("active", "activating", "reloading")
             unit = client.get_all(path, "org.freedesktop.systemd1.Unit")
             if unit.get("LoadState") != "loaded" or unit.get("ActiveState") not in (
                 "active",

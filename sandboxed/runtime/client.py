@@ -8,7 +8,8 @@ one comparison of two ints. The manager announces reloads to every peer-to-peer
 connection, but on a message bus only while some client is subscribed (we are
 not: a subscriber makes it broadcast every unit's changes); there the generation
 is also bumped every ``RECHECK_SECONDS``, so each unit is checked again at its
-first call after that (a millisecond or two, at most every two seconds).
+first call after that, cheaply (is it still loaded?); ``announced`` counts only
+the real announcements, after which the check also compares its properties.
 """
 
 from __future__ import annotations
@@ -23,10 +24,17 @@ from sandboxed._errors import ManagerError
 _client_lock = threading.Lock()
 _client: Any = None
 generation = 0
+announced = 0
 RECHECK_SECONDS = 2.0
 
 
 def _manager_changed(_active: bool = False) -> None:
+    global generation, announced
+    announced += 1
+    generation += 1
+
+
+def _recheck_due() -> None:
     global generation
     generation += 1
 
@@ -62,7 +70,7 @@ def manager_client() -> Any:
 def _recheck_while_open(client: Any) -> None:
     while not client.closed and client is _client:
         time.sleep(RECHECK_SECONDS)
-        _manager_changed()
+        _recheck_due()
 
 
 def while_unavailable(fn: Callable[[], Any]) -> Any:

@@ -189,12 +189,13 @@ class Sandbox:
                 break
             # The manager reloaded since this unit was last checked: no call runs in
             # it until we know it still has everything it was started with.
-            generation = _client.generation
-            good = u.still_as_started(self.base_properties())
+            generation, announced = _client.generation, _client.announced
+            good = u.still_as_started(self.base_properties(), thorough=announced != u.announced)
             with self._cond:
                 self._starting = False
                 if good:
                     u.generation = max(u.generation, generation)
+                    u.announced = max(u.announced, announced)
                 elif self._unit is u:
                     self._unit = None
                 self._cond.notify_all()

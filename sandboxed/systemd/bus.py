@@ -151,7 +151,7 @@ class Connection:
         for a second, which only a peer-to-peer socket does.
         """
         bus = DBusAddress("/org/freedesktop/DBus", "org.freedesktop.DBus", "org.freedesktop.DBus")
-        ping = DBusAddress("/", interface="org.freedesktop.DBus.Peer")
+        ping = DBusAddress("/", bus_name=SYSTEMD, interface="org.freedesktop.DBus.Peer")
         private = os.path.basename(path) == "private"
         first = self.send(new_method_call(ping if private else bus, "Ping" if private else "Hello"))
         deadline = time.monotonic() + timeout
