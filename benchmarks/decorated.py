@@ -16,3 +16,9 @@ def noop() -> None:
 def echo(value: object) -> object:
     """The large-payload benchmark's decorated echo."""
     return value
+
+
+@sandboxed(NoNetwork, containment=False)
+def noop_uncontained() -> None:
+    """The containment-cost benchmark's no-op without the baseline (its control)."""
+    return None

@@ -1070,9 +1070,72 @@ class Suite:
 
     # -- run and report ---------------------------------------------------------------------------
 
+    # -- the containment baseline's cost ------------------------------------------------------
+
+    def containment_cost(self) -> None:
+        """Cold start and warm call with the baseline against the same without it
+        (containment=False), in alternating rounds."""
+        rounds = 3 if self.quick else 12
+        cold: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(rounds):
+            for contained in (True, False):
+                fn = sandboxed.sandboxed(
+                    *COLD_PRESETS, containment=contained, env=self.unique_env()
+                )(tasks.noop)
+                cold[contained].append(timed(fn))
+                fn.sandbox.shutdown(wait=True)
+        warm_rounds = 3 if self.quick else 10
+        per_round = 200 if self.quick else 1000
+        calls = {True: decorated.noop, False: decorated.noop_uncontained}
+        warm: dict[bool, list[float]] = {True: [], False: []}
+        for call in calls.values():
+            for _ in range(100):
+                call()
+        for _ in range(warm_rounds):
+            for contained, call in calls.items():
+                lat = []
+                with quiet_gc():
+                    for _ in range(per_round):
+                        t = time.perf_counter()
+                        call()
+                        lat.append(time.perf_counter() - t)
+                warm[contained].append(percentile(lat, 50))
+        figs = {}
+        for contained in (True, False):
+            label = "baseline" if contained else "containment=False"
+            figs["cold", contained] = self.fig(
+                "containment baseline",
+                f"sandboxed, {label}",
+                "cold: new option set -> first result",
+                "ms",
+                cold[contained],
+                scale=1e3,
+                note="NoNetwork | ReadOnly, a no-op; alternating rounds",
+            )
+            figs["warm", contained] = self.fig(
+                "containment baseline",
+                f"sandboxed, {label}",
+                "warm p50",
+                "us",
+                warm[contained],
+                scale=1e6,
+                note=f"NoNetwork, a no-op; median over {warm_rounds} rounds of {per_round}",
+            )
+        for kind in ("cold", "warm"):
+            self.targets.append(
+                Target(
+                    f"{kind} with the containment baseline / without",
+                    figs[kind, True],
+                    figs[kind, False],
+                    1.15,
+                    extra=["informational: the baseline is not optional; within noise"],
+                )
+            )
+
     def run(self) -> None:
         steps: list[tuple[str, Callable[[], None]]] = [
             ("cold start", self.cold),
+            ("containment cost", self.containment_cost),
             ("warm calls", self.warm),
             ("pystemd warm calls", self.pystemd_warm),
             ("throughput", self.throughput),
