@@ -409,10 +409,32 @@ def check_directives(client: Any) -> list[Finding]:
         out.append(
             Finding("ok", f"{len(acceptance)} doubtful directives accepted and applied{how}")
         )
+    from sandboxed.directives.enforcement import unenforceable
+    from sandboxed.runtime.enforcement import host_facts
+
+    # What a sandbox would refuse here (the rule sandboxed applies before any unit
+    # starts), beside what the probe saw: the two must agree.
+    predicted = dict(
+        unenforceable([e[0].split("=", 1)[0] for e in enforcement], host_facts(client))
+    )
     for (d, _probe, why), (res, detail) in enforced:
         name = d.split("=", 1)[0]
+        rule = predicted.get(name)
+        if rule:
+            why = (
+                f"{why}; sandboxed refuses it here ({rule}) unless a sandbox says "
+                f"accept_unenforced=[{name!r}]"
+            )
         if res == "ok" or (res == "killed" and name == "MemoryMax"):
             out.append(Finding("ok", f"{d} enforced (probed from inside a unit)"))
+            if rule:
+                out.append(
+                    Finding(
+                        "warn",
+                        f"{d} was enforced, but sandboxed's rule says it cannot be: {rule}",
+                        "report it: the rule in sandboxed/directives/enforcement.py is wrong",
+                    )
+                )
         elif res == "exit 1":
             out.append(Finding("warn", f"{d} is accepted but NOT enforced here", why))
         else:
