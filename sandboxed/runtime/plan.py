@@ -113,6 +113,10 @@ def reach_directives(
     protect_home = directive_value(options, "ProtectHome")
     if isinstance(protect_home, bool):
         protect_home = "yes" if protect_home else "no"
+    if protect_home is None and _bool(directive_value(options, "DynamicUser")):
+        # systemd.exec(5): DynamicUser= implies ProtectHome=read-only (a 0700 home that
+        # holds the interpreter must be bound in, or the unit fails with 203/EXEC).
+        protect_home = "read-only"
     required, optional = needed_paths()
     r = plan(
         required,

@@ -706,6 +706,25 @@ def io_uring_sockets() -> dict[str, str]:
     }
 
 
+#: Files through which root makes the host's kernel run a program of its choosing or
+#: change its behaviour for everyone. Opened for writing only (never written).
+KERNEL_TUNABLES = (
+    "/proc/sys/kernel/core_pattern",
+    "/proc/sys/kernel/modprobe",
+    "/proc/sysrq-trigger",
+    "/sys/kernel/uevent_helper",
+    "/proc/sys/vm/drop_caches",
+    "/sys/fs/cgroup/cgroup.procs",
+)
+
+
+def kernel_tunables() -> dict[str, str]:
+    def open_for_writing(path: str) -> None:
+        os.close(os.open(path, os.O_WRONLY))
+
+    return {p: attempt(lambda p=p: open_for_writing(p)) for p in KERNEL_TUNABLES}
+
+
 def vsock() -> dict[str, str]:
     def bind() -> None:
         s = socket.socket(AF_VSOCK, socket.SOCK_STREAM)
