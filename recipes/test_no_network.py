@@ -57,10 +57,10 @@ def test_not_even_name_resolution_is_possible() -> None:
 
 
 @pytest.mark.sandboxed(NoNetwork, ReadOnly)
-def test_results_can_be_written_only_to_the_private_tmp(tmp_path: Path) -> None:
-    # ReadOnly: the system is read-only and /tmp is private (the caller's tmp_path,
-    # under /tmp, does not exist in here).
-    assert not tmp_path.exists()
-    Path("/tmp/report.json").write_text(json.dumps({"ok": True}))
+def test_results_can_be_written_only_to_tmp_path_and_the_private_tmp(tmp_path: Path) -> None:
+    # ReadOnly: the system is read-only and /tmp is private; the test's own tmp_path
+    # is bound into the sandbox read-write, so pytest sees what the test wrote there.
+    (tmp_path / "report.json").write_text(json.dumps({"ok": True}))
+    Path("/tmp/scratch.json").write_text("{}")
     with pytest.raises(OSError):
         Path("/etc/report.json").write_text("{}")

@@ -534,24 +534,51 @@ def test_logging_records_reach_the_callers_logging(caplog: pytest.LogCaptureFixt
 # -- concurrency -----------------------------------------------------------------------------
 
 
-def test_threads_run_in_parallel_up_to_the_units_worker_count() -> None:
-    interval(0.0)  # start the unit
-    results: list[tuple[float, float]] = []
-    threads = [threading.Thread(target=lambda: results.append(interval(0.5))) for _ in range(4)]
-    t0 = time.monotonic()
+@sandboxed(**PARALLEL)
+def occupy(directory: str) -> int:
+    """Arrive (calls are numbered 1, 2, 3...) and stay until this call and the other of
+    its pair (1-2, 3-4...) have seen each other, at most a minute; return the most
+    calls seen present at once."""
+    me = os.path.join(directory, f"present-{uuid.uuid4().hex}")
+    open(me, "w").close()  # before arriving: a partner that sees us arrived sees us present
+    number = 1
+    while True:
+        try:
+            os.close(os.open(os.path.join(directory, f"arrived-{number}"), os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            number += 1
+    partner = number + 1 if number % 2 else number - 1
+    most, met = 0, False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        names = os.listdir(directory)
+        most = max(most, sum(n.startswith("present-") for n in names))
+        if not met and f"arrived-{partner}" in names:
+            # The partner stays until it sees this marker, so it was present just now.
+            open(os.path.join(directory, f"met-{number}"), "w").close()
+            met = True
+        if met and f"met-{partner}" in names:
+            break
+        time.sleep(0.01)
+    os.unlink(me)
+    return most
+
+
+def test_threads_run_in_parallel_up_to_the_units_worker_count(tmp_path: Path) -> None:
+    # Each call waits for its partner: with one worker a pair never meets (the first
+    # call would wait out its minute alone); with more than workers=2 in flight, a
+    # third call would be present beside a pair.
+    tmp_path.chmod(0o777)
+    seen: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: seen.append(occupy(str(tmp_path)))) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - t0
-    assert len(results) == 4
-
-    def running_at(moment: float) -> int:
-        return sum(1 for s, e in results if s <= moment < e)
-
-    peak = max(running_at(s) for s, _ in results)
-    assert peak == 2  # in parallel, but never more than workers=2
-    assert 1.0 <= elapsed < 1.9
+    assert seen == [2, 2, 2, 2]
 
 
 @sandboxed()
