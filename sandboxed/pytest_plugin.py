@@ -85,6 +85,15 @@ UNIT_ENV = (
 )
 
 _LONGREPR = pytest.StashKey[Any]()
+# What every sandboxed test's worker needs, imported once per unit (see launch.with_preload).
+PRELOAD = (
+    "pytest",
+    "_pytest.assertion.rewrite",
+    "_pytest.reports",
+    "_pytest._code",
+    "sandboxed.pytest_plugin",
+    "sandboxed.directives.presets",  # test modules import presets (and with them attrs)
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -272,6 +281,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     basetemp = _basetemp(config)
     options = _with_temp(bind_code_dir(options, here), basetemp)
     sandbox = registry.get(options)
+    # Each test gets a fresh worker, forked from the unit's supervisor: importing
+    # pytest there once spares every test its import (half a second of CPU).
+    sandbox.preload = PRELOAD
     uid = sandbox.ensure_unit().info.get("uid")
     tmp = pyfuncitem.funcargs.get("tmp_path")
     if tmp is not None and isinstance(uid, int):

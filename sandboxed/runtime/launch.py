@@ -143,8 +143,26 @@ def guard_argument(namespaces: Sequence[str], signals: bool) -> str:
     return ";".join(fields)
 
 
+def with_preload(site_arg: str, modules: Sequence[str]) -> str:
+    """``site_arg`` plus ``import`` lines for ``modules``, run by the supervisor at boot.
+
+    Every worker is forked from the supervisor, so what it imported there each
+    worker has without importing it again (the pytest plugin preloads pytest: its
+    tests each get a fresh worker). A name that fails to import is skipped there.
+    """
+    if not modules:
+        return site_arg
+    fields = bytes.fromhex(site_arg).decode().split("\0")
+    fields += [f"import {m}" for m in modules if m.replace(".", "").replace("_", "").isalnum()]
+    return "\0".join(fields).encode().hex()
+
+
 def exec_properties(
-    ctl_fd: int, diag_fd: int, pinned: bool = False, guard: str = ""
+    ctl_fd: int,
+    diag_fd: int,
+    pinned: bool = False,
+    guard: str = "",
+    preload: Sequence[str] = (),
 ) -> list[tuple[str, str, object]]:
     """The unit properties that start the worker on ``ctl_fd`` (stdin/stdout) and
     ``diag_fd`` (stderr), with this interpreter and this process's ``sys.path``.
@@ -152,10 +170,11 @@ def exec_properties(
     ``pinned``: systemd keeps the unit loaded after it ended until the caller read why
     (``AddRef``: released by ``Unref()``, or when the caller's bus connection closes,
     even if it dies); otherwise a failed unit stays until ``ResetFailedUnit``.
-    ``guard`` is the spec of :func:`guard_argument`, for the supervisor."""
+    ``guard`` is the spec of :func:`guard_argument`, for the supervisor; ``preload``
+    modules the supervisor imports at boot (:func:`with_preload`)."""
     path = [os.getcwd() if p == "" else p for p in sys.path]
     arg = "\0".join(path).encode().hex()
-    site_arg = _site_setup()
+    site_arg = with_preload(_site_setup(), preload)
     _ensure_bytecode()
     exe = sys.executable
     return [

@@ -91,6 +91,9 @@ class Sandbox:
         self.functions_apart = True
         self._props_cache: list[tuple[str, str, object]] | None = None
         self._guard = ""
+        # Modules the unit's supervisor imports at boot, so that every worker forked
+        # from it has them (set before the first call; see launch.with_preload).
+        self.preload: tuple[str, ...] = ()
         self.notes: tuple[str, ...] = ()
         self.unreachable: tuple[Exception, ...] = ()
         self._reachable_modules: set[str | None] = set()
@@ -139,7 +142,7 @@ class Sandbox:
     ) -> list[tuple[str, str, object]]:
         """Every property of a new unit: the worker's command and channels, then the plan's."""
         base = self.base_properties()
-        return [*exec_properties(ctl_fd, diag_fd, pinned, self._guard), *base]
+        return [*exec_properties(ctl_fd, diag_fd, pinned, self._guard, self.preload), *base]
 
     def _limits(self) -> dict[str, str]:
         """The directives that can end the unit, spelled as given, for errors that name them."""
