@@ -61,7 +61,7 @@ import sandboxed  # noqa: E402
 from sandboxed import NoNetwork, ReadOnly, TransientUnitPoolExecutor  # noqa: E402
 from sandboxed.runtime import registry  # noqa: E402
 from sandboxed.runtime.client import manager_client  # noqa: E402
-from sandboxed.runtime.plan import merged_directives  # noqa: E402
+from sandboxed.runtime.plan import contained, merged_directives  # noqa: E402
 from sandboxed.systemd import locate  # noqa: E402
 from sandboxed.systemd.cgroups import CgroupProbe  # noqa: E402
 
@@ -136,7 +136,8 @@ class Suite:
     # -- cold start --------------------------------------------------------------------------
 
     def systemd_run_argv(self, options: Any) -> list[str]:
-        directives = merged_directives(options)[0]
+        # The sandbox's own directives, containment baseline included: the same unit.
+        directives = merged_directives(contained(options))[0]
         argv = [*self.prefix, "systemd-run", "--wait", "--pipe", "--quiet", "--collect"]
         for d in directives:
             for assignment in d.assignments():
@@ -170,7 +171,7 @@ class Suite:
                 else:
                     pystemd_error = r.get("error", "no result")
         # Names only: the values include this machine's paths (the reachability bind mounts).
-        props = ", ".join(f"{d.name}=" for d in merged_directives(opts)[0])
+        props = ", ".join(f"{d.name}=" for d in merged_directives(contained(opts))[0])
         a = self.fig(
             "cold start",
             "sandboxed",
@@ -1078,11 +1079,11 @@ class Suite:
         rounds = 3 if self.quick else 12
         cold: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(rounds):
-            for contained in (True, False):
-                fn = sandboxed.sandboxed(
-                    *COLD_PRESETS, containment=contained, env=self.unique_env()
-                )(tasks.noop)
-                cold[contained].append(timed(fn))
+            for on in (True, False):
+                fn = sandboxed.sandboxed(*COLD_PRESETS, containment=on, env=self.unique_env())(
+                    tasks.noop
+                )
+                cold[on].append(timed(fn))
                 fn.sandbox.shutdown(wait=True)
         warm_rounds = 3 if self.quick else 10
         per_round = 200 if self.quick else 1000
@@ -1092,32 +1093,32 @@ class Suite:
             for _ in range(100):
                 call()
         for _ in range(warm_rounds):
-            for contained, call in calls.items():
+            for on, call in calls.items():
                 lat = []
                 with quiet_gc():
                     for _ in range(per_round):
                         t = time.perf_counter()
                         call()
                         lat.append(time.perf_counter() - t)
-                warm[contained].append(percentile(lat, 50))
+                warm[on].append(percentile(lat, 50))
         figs = {}
-        for contained in (True, False):
-            label = "baseline" if contained else "containment=False"
-            figs["cold", contained] = self.fig(
+        for on in (True, False):
+            label = "baseline" if on else "containment=False"
+            figs["cold", on] = self.fig(
                 "containment baseline",
                 f"sandboxed, {label}",
                 "cold: new option set -> first result",
                 "ms",
-                cold[contained],
+                cold[on],
                 scale=1e3,
                 note="NoNetwork | ReadOnly, a no-op; alternating rounds",
             )
-            figs["warm", contained] = self.fig(
+            figs["warm", on] = self.fig(
                 "containment baseline",
                 f"sandboxed, {label}",
                 "warm p50",
                 "us",
-                warm[contained],
+                warm[on],
                 scale=1e6,
                 note=f"NoNetwork, a no-op; median over {warm_rounds} rounds of {per_round}",
             )

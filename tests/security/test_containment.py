@@ -315,7 +315,13 @@ def test_nothing_persists_in_shared_places(preset: str, user: str) -> None:
 
 
 def test_finding_8_hardened_run_lock_is_not_shared() -> None:
-    outcomes = cell("Hardened", "dynamic")(ck.leave_markers, secrets.token_hex(4))
+    tag = secrets.token_hex(4)
+    # A unit of its own (the markers must not show up in other tests' Hardened unit).
+    run = cell("Hardened", "dynamic", Environment=f"SANDBOXED_FINDING_8={tag}")
+    try:
+        outcomes = run(ck.leave_markers, tag)
+    finally:
+        run.sandbox.shutdown()
     assert outcomes["/run/lock"] != OK and outcomes["/run"] != OK, outcomes
 
 
