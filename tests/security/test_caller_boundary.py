@@ -42,6 +42,7 @@ from sandboxed import (
     SandboxTimeoutError,
     TransientUnitPoolExecutor,
     UnsafeResultError,
+    WorkerDiedError,
 )
 
 pytestmark = pytest.mark.systemd
@@ -373,7 +374,6 @@ def capture(name: str) -> Iterator[Capture]:
 
 
 def test_log_records_land_under_the_remote_prefix_only() -> None:
-    before = set(logging.Logger.manager.loggerDict)
     forged = {
         "name": "myapp.audit",
         "levelno": 50,
@@ -383,7 +383,9 @@ def test_log_records_land_under_the_remote_prefix_only() -> None:
         "lineno": 7,
         "process": 1,
     }
+    assert HARDENED(echo, "warm") == "warm"  # the caller's own loggers (dill's) exist now
     with capture("myapp.audit") as audit, capture("sandboxed.remote") as remote:
+        before = set(logging.Logger.manager.loggerDict)
         assert HARDENED(forge_logs, [forged]) == "logged"
     assert audit.records == [r for r in audit.records if r.name.startswith("sandboxed.remote")]
     assert [r.name for r in remote.records] == ["sandboxed.remote.myapp.audit"]
@@ -398,6 +400,7 @@ def test_log_records_land_under_the_remote_prefix_only() -> None:
 
 
 def test_hostile_logger_names_cost_a_bounded_number_of_loggers() -> None:
+    assert HARDENED(echo, "warm") == "warm"
     before = set(logging.Logger.manager.loggerDict)
     records = [{"name": "." * 2000, "levelno": 40, "msg": "dots"}]
     records += [{"name": f"n{i}.x{i}", "levelno": 40, "msg": "many"} for i in range(600)]
@@ -542,8 +545,9 @@ def test_batched_untrusted_tasks_cannot_speak_for_one_another() -> None:
         a = pool.submit(forge_partial_for_next, "forged for B")
         b = pool.submit(echo, "B's own result")
         assert first.result(60) == "slow"
-        assert a.result(60) == "task A"
         assert b.result(60) == "B's own result"
+        # A itself may fail: a PARTIAL frame outside a batch breaks the protocol.
+        assert a.exception(60) is None or isinstance(a.exception(), WorkerDiedError)
 
 
 # -- 7. a timed-out or failed call leaves nothing running ---------------------------------------

@@ -56,10 +56,16 @@ def _libc(name: str, *args: Any) -> None:
 
 
 def _ptrace_own_child() -> None:
+    # The child runs a program: a forked worker's child is non-dumpable (calls cannot read
+    # each other's memory), a program it runs is not. The pipe closes on its exec.
+    r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
-        time.sleep(5)
-        os._exit(0)
+        os.close(r)
+        os.execv("/bin/sleep", ["sleep", "5"])
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
