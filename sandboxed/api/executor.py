@@ -458,6 +458,9 @@ class TransientUnitPoolExecutor(Executor):
             or seconds >= BATCH_SECONDS
             or self.options.timeout is not None
             or self._sandbox.max_calls is not None
+            # Untrusted code: the tasks of a batch would share a process, where one
+            # could speak for another (and each task gets a fresh process anyway).
+            or self.options.safe_results
         ):
             return 1
         fits = int(BATCH_SECONDS / max(seconds, 1e-6))

@@ -47,12 +47,14 @@ def build_options(
     untrusted: bool = False,
     same_dir: bool = False,
     code_dir: str | None = None,
+    raw_output: bool = False,
 ) -> Any:
     """The OptionSet of ``run``'s command line; raises configuration errors.
 
     ``code_dir`` is where the code to run lives: under ``PrivateTmp=`` a
     private /tmp would hide it, so a ``code_dir`` in /tmp or /var/tmp is bound
     read-only into the sandbox (exactly that directory, for reading only).
+    ``raw_output`` writes the sandbox's output to a terminal without escaping it.
     """
     from sandboxed.directives.directive import Directive
     from sandboxed.directives.options import OptionSet
@@ -83,6 +85,8 @@ def build_options(
         extra["timeout"] = timeout
     if untrusted:
         extra["trusted"] = False
+    if raw_output:
+        extra["raw_output"] = True
     directives: dict[str, Any] = {n: d.value for n, d in merged.items()}
     options = OptionSet.build(*chosen, env=env or None, **extra, **directives)
     if code_dir is None:

@@ -37,6 +37,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help="decode what comes back as plain data only (safe results)",
     )
     p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the sandbox's output to a terminal as it is (control characters "
+        "and escape sequences are escaped by default)",
+    )
+    p.add_argument(
         "-d",
         "--same-dir",
         action="store_true",
@@ -153,7 +159,14 @@ def _run(ns: argparse.Namespace) -> int:
     kind, target = parse_target(ns.target)
     here = os.path.dirname(target) if kind == "script" else os.getcwd()
     options = build_options(
-        ns.preset, ns.property, ns.setenv, ns.timeout, ns.untrusted, ns.same_dir, here
+        ns.preset,
+        ns.property,
+        ns.setenv,
+        ns.timeout,
+        ns.untrusted,
+        ns.same_dir,
+        here,
+        raw_output=ns.raw,
     )
     # The worker imports from the caller's sys.path, which sandboxed makes reachable
     # (read-only) for the unit's user: put the code's own directory on it, as python does.

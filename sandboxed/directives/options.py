@@ -32,6 +32,7 @@ from sandboxed.directives import containment as baseline
 from sandboxed.directives.checks import check as check_values
 from sandboxed.directives.directive import Directive, Property, RawProperty, lookup
 from sandboxed.directives.presets import Preset, factory_example, normalise_option, preset_by_name
+from sandboxed.directives.values import Invalid, parse_size
 
 __all__ = ["OPTION_NAMES", "OptionSet"]
 
@@ -41,9 +42,12 @@ OPTION_NAMES: Final = (
     "accounting",
     "containment",
     "env",
+    "log_prefix",
+    "max_decoded",
     "max_payload",
     "ns_options",
     "raw",
+    "raw_output",
     "safe_results",
     "timeout",
     "trusted",
@@ -54,6 +58,34 @@ _UNSET: Final[Any] = object()
 _PRESET_OPTIONS: Final = ("timeout", "safe_results", "workers", "max_payload")
 _KEY_VERSION: Final = "sandboxed-options-1"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LOGGER_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+DEFAULT_LOG_PREFIX: Final = "sandboxed.remote"
+
+
+def _log_prefix(value: object) -> str:
+    if value is None:
+        return DEFAULT_LOG_PREFIX
+    if not isinstance(value, str) or len(value) > 100 or not _LOGGER_NAME.fullmatch(value):
+        raise ConfigurationError(
+            f"invalid log_prefix {value!r}; accepted: a dotted logger name of words of "
+            "[A-Za-z0-9_-], at most 100 characters, such as 'myapp.sandbox'"
+        )
+    return value
+
+
+def _max_decoded(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        size = parse_size(value, allow_infinity=False)
+    except Invalid as exc:
+        raise ConfigurationError(
+            f"invalid max_decoded {value!r} ({exc}); accepted: a byte count > 0 "
+            "as an int or systemd's '512M', or None"
+        ) from None
+    if size < 1:
+        raise ConfigurationError(f"invalid max_decoded {value!r}; accepted: a byte count > 0")
+    return size
 
 
 def _directive(name: str, value: object) -> Directive:
@@ -132,6 +164,13 @@ class OptionSet:
     #: Directives accepted although this host cannot enforce them: True for all, or
     #: their names (see :mod:`sandboxed.directives.enforcement`).
     accept_unenforced: bool | tuple[str, ...] = ()
+    #: Safe mode: the most memory a decoded result may take, in bytes, or None for the
+    #: proportional budget alone (64 times the bytes received).
+    max_decoded: int | None = None
+    #: The caller's logger under which the sandbox's log records land.
+    log_prefix: str = DEFAULT_LOG_PREFIX
+    #: Write the sandbox's output to a terminal as it is, escape sequences included.
+    raw_output: bool = False
     #: The presets it was built from, as written (``NoNetwork | ReadOnly``).
     presets: str = attrs.field(default="", eq=False)
     #: ``(name, preset value, keyword value)`` for each keyword that replaced a preset's value.
@@ -154,6 +193,9 @@ class OptionSet:
         accounting: bool = True,
         containment: bool = True,
         accept_unenforced: bool | Iterable[str] = (),
+        max_decoded: int | str | None = None,
+        log_prefix: str | None = None,
+        raw_output: bool = False,
         **directives: object,
     ) -> OptionSet:
         """The option set of ``@sandboxed(*presets, **directives)``.
@@ -164,7 +206,10 @@ class OptionSet:
         ``ns_options`` (concurrentd's style). Those explicit directives win
         over the presets' values, visibly (:attr:`overrides`). ``trusted=False``
         is ``safe_results=True``. ``env`` is a dict of variables, or names to
-        copy from the caller's environment now.
+        copy from the caller's environment now. ``max_decoded`` caps the memory a
+        safe-mode result may take decoded; ``log_prefix`` names the caller's logger
+        under which the sandbox's records land (``sandboxed.remote``); ``raw_output``
+        writes the sandbox's output to a terminal without escaping control characters.
 
         Raises :class:`UnknownDirectiveError` (with close names, sandboxed's
         options included), :class:`InvalidDirectiveValueError`,
@@ -180,6 +225,10 @@ class OptionSet:
         if not isinstance(accounting, bool):
             raise ConfigurationError(
                 f"invalid accounting {accounting!r}; accepted: True (per-call figures) or False"
+            )
+        if not isinstance(raw_output, bool):
+            raise ConfigurationError(
+                f"invalid raw_output {raw_output!r}; accepted: True (output as it is) or False"
             )
         chosen: list[Preset] = []
         explicit: dict[str, tuple[Directive, str]] = {}
@@ -283,6 +332,9 @@ class OptionSet:
             accounting=accounting,
             containment=containment,
             accept_unenforced=accepted,
+            max_decoded=_max_decoded(max_decoded),
+            log_prefix=_log_prefix(log_prefix),
+            raw_output=raw_output,
             presets=labels,
             overrides=tuple(overrides),
             origins=tuple(sorted(origins.items())),
@@ -332,6 +384,14 @@ class OptionSet:
         lines += [line for d in self.directives for line in d.assignments()]
         lines += [f"raw {r.name} {r.signature} {r.value!r}" for r in self.raw]
         lines += [f"safe_results {self.safe_results}", f"workers {self.workers}"]
+        # What the caller does with what comes back (added only when set, so that the
+        # keys of option sets without them stay as they were).
+        if self.max_decoded is not None:
+            lines.append(f"max_decoded {self.max_decoded}")
+        if self.log_prefix != DEFAULT_LOG_PREFIX:
+            lines.append(f"log_prefix {self.log_prefix}")
+        if self.raw_output:
+            lines.append("raw_output True")
         lines += [f"max_payload {self.max_payload}"]
         lines += [f"env {name}={value!r}" for name, value in self.env]
         if not self.containment:
@@ -372,10 +432,14 @@ class OptionSet:
             if origin.get(d.name) in ("keyword", "ns_options", "positional")
         ]
         parts += [f"raw={[r.name for r in self.raw]!r}"] if self.raw else []
-        for name in ("timeout", "safe_results", "workers", "max_payload"):
+        for name in ("timeout", "safe_results", "workers", "max_payload", "max_decoded"):
             value = getattr(self, name)
             if value not in (None, False):
                 parts.append(f"{name}={value!r}")
+        if self.log_prefix != DEFAULT_LOG_PREFIX:
+            parts.append(f"log_prefix={self.log_prefix!r}")
+        if self.raw_output:
+            parts.append("raw_output=True")
         if self.env:
             parts.append(f"env={[n for n, _ in self.env]!r}")
         if not self.containment:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import select
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from sandboxed._errors import (
     SandboxTimeoutError,
     WorkerDiedError,
 )
+from sandboxed.runtime import relay
 from sandboxed.runtime import stats as _stats
 from sandboxed.runtime.channel import (
     END_WAIT,
@@ -33,10 +33,16 @@ from sandboxed.runtime.channel import (
     describe_status,
 )
 from sandboxed.runtime.plan import directive_value
-from sandboxed.runtime.relay import emit_log, write_output
 from sandboxed.systemd.cgroups import CgroupProbe
 from sandboxed.wire import codec, frames, serial
-from sandboxed.wire.framing import DEFAULT_LIMIT, FrameType, recv_frame, send_frame
+from sandboxed.wire.framing import (
+    DEFAULT_LIMIT,
+    LENGTH,
+    FrameType,
+    recv_frame_by,
+    recv_parts_by,
+    send_frame,
+)
 
 KILL_GRACE = 1.0
 
@@ -137,63 +143,39 @@ def run(
                 _send_apart(w, header, shipped, parts, w.functions.has(shipped.digest))
         except OSError:
             raise _died(pool, w, cancelled, started) from None
-        # Until the worker says the function started (imports, unpickling) the
-        # call gets a generous start-up allowance; then its own timeout.
-        deadline = None if timeout is None else t0 + START_TIMEOUT + float(timeout)
-        while True:
-            if deadline is not None:
-                # Wait for the next frame with the deadline, but read a frame that
-                # has begun to its end: a timeout inside one would lose the stream's
-                # framing. A worker that stalls mid-frame past the deadline is
-                # stopped like one that overruns.
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([w.sock], [], [], remaining)[0]:
-                    _stop_worker(w)
-                    raise SandboxTimeoutError(float(timeout), w.unit.name)  # type: ignore[arg-type]
-                w.sock.settimeout(max(deadline - time.monotonic(), 0.0) + KILL_GRACE)
+
+        def on_unknown(digest: bytes) -> None:
+            # The worker does not have (or says it does not have) the function we named:
+            # send it once more, in full. Anything else is a broken or hostile worker.
+            nonlocal resent
+            if shipped is None or resent or digest != shipped.digest:
+                raise ProtocolError("the worker asked for a function it was never sent")
+            resent = True
+            w.functions.forget(shipped.digest)
             try:
-                kind, _flags, reply = recv_frame(w.sock, limit=limit)
-            except TimeoutError:
-                _stop_worker(w)
-                raise SandboxTimeoutError(float(timeout), w.unit.name) from None  # type: ignore[arg-type]
-            except (EOFError, ConnectionError, ProtocolError):
-                raise _died(pool, w, cancelled, started) from None
-            if kind == FrameType.PARTIAL:
-                if on_partial is not None:
-                    index, ok = frames.unpack(FrameType.PARTIAL, reply[0])
-                    on_partial(index, ok, reply[1:])
-            elif kind == FrameType.STARTED:
-                started.set()
-                if timeout is not None:
-                    deadline = time.monotonic() + float(timeout)
-            elif kind == FrameType.UNKNOWN_FUNCTION:
-                # The worker does not have (or says it does not have) the function we
-                # named: send it once more, in full. Anything else is a broken or
-                # hostile worker, stopped like one that breaks the protocol.
-                if shipped is None or resent or bytes(reply[0]) != shipped.digest:
-                    _stop_worker(w)
-                    raise WorkerDiedError(
-                        w.unit.name, "the worker asked for a function it was never sent"
-                    )
-                resent = True
-                w.functions.forget(shipped.digest)
-                try:
-                    _send_apart(w, header, shipped, parts, False)
-                except OSError:
-                    raise _died(pool, w, cancelled, started) from None
-            elif kind == FrameType.OUTPUT:
-                write_output(bytes(reply[0]), reply[1])
-            elif kind == FrameType.LOG:
-                emit_log(reply[0])
-            elif kind in (FrameType.RESULT, FrameType.ERROR):
-                if deadline is not None:
-                    w.sock.settimeout(None)
-                healthy = True
-                w.calls += 1
-                _record(pool, probe, before, t0)
-                if kind == FrameType.RESULT:
-                    return serial.loads_result(reply[0], reply[1:], safe=safe)
-                raise serial.loads_exception(reply[0], reply[1:], safe=safe)
+                _send_apart(w, header, shipped, parts, False)
+            except OSError as e:
+                raise EOFError("the channel closed while the function was resent") from e
+
+        try:
+            kind, reply = _replies(w, opts, t0, timeout, limit, on_partial, on_unknown, started)
+        except TimeoutError:
+            _stop_worker(w)
+            raise SandboxTimeoutError(float(timeout), w.unit.name) from None  # type: ignore[arg-type]
+        except ProtocolError as e:
+            _stop_worker(w)
+            raise WorkerDiedError(
+                w.unit.name, f"the worker broke the protocol and was stopped: {e}"
+            ) from None
+        except (EOFError, ConnectionError):
+            raise _died(pool, w, cancelled, started) from None
+        healthy = True
+        w.calls += 1
+        _record(pool, probe, before, t0)
+        budget = getattr(opts, "max_decoded", None) if safe else None
+        if kind == FrameType.RESULT:
+            return serial.loads_result(reply[0], reply[1:], safe=safe, max_size=budget)
+        raise serial.loads_exception(reply[0], reply[1:], safe=safe, max_size=budget)
     except PayloadTooLargeError:
         _stop_worker(w)
         raise
@@ -230,6 +212,65 @@ def _send_apart(
     if not known:
         w.functions.add(shipped.digest)
         FUNCTIONS_SHIPPED += 1
+
+
+def _replies(
+    w: WorkerChannel,
+    opts: Any,
+    t0: float,
+    timeout: float | None,
+    limit: int,
+    on_partial: Callable[[int, bool, list[bytearray]], None] | None,
+    on_unknown: Callable[[bytes], None],
+    started: _Flag,
+) -> tuple[FrameType, list[bytearray]]:
+    """Read the worker's frames for one call until its RESULT or ERROR: (type, parts).
+
+    Everything here comes from the sandbox's code. One absolute deadline holds for
+    every byte read: START_TIMEOUT + timeout after the call was sent, brought forward
+    to ``timeout`` after the worker's first STARTED (later ones are ignored: STARTED
+    can only ever bring the deadline closer). A frame not complete by then is a
+    TimeoutError, however its bytes trickle in. OUTPUT is streamed out as it arrives;
+    LOG records are re-emitted as data (:mod:`sandboxed.runtime.relay`); a frame no
+    call expects is a ProtocolError.
+    """
+    sock = w.sock
+    unit = w.unit.name
+    prefix = getattr(opts, "log_prefix", relay.DEFAULT_PREFIX)
+    deadline = None if timeout is None else t0 + START_TIMEOUT + float(timeout)
+    output = relay.CallOutput(raw=bool(getattr(opts, "raw_output", False)))
+    try:
+        while True:
+            kind, _flags, nparts, total = recv_frame_by(sock, deadline, limit)
+            if kind == FrameType.RESULT or kind == FrameType.ERROR:
+                return kind, recv_parts_by(sock, nparts, total, deadline)
+            if kind == FrameType.OUTPUT:
+                output.frame(sock, nparts, total, deadline)
+            elif kind == FrameType.LOG:
+                if total > relay.MAX_LOG_FRAME or nparts != 1:
+                    relay.drain(sock, LENGTH.size * nparts + total, deadline)
+                    relay.dropped(f"a log frame of {total} bytes", prefix, unit)
+                else:
+                    relay.emit(recv_parts_by(sock, 1, total, deadline)[0], prefix, unit)
+            elif kind == FrameType.STARTED:
+                if nparts:
+                    raise ProtocolError("a STARTED frame with parts")
+                if not started.is_set() and deadline is not None and timeout is not None:
+                    deadline = min(deadline, time.monotonic() + float(timeout))
+                started.set()
+            elif kind == FrameType.UNKNOWN_FUNCTION and nparts == 1 and total <= 64:
+                on_unknown(bytes(recv_parts_by(sock, 1, total, deadline)[0]))
+            elif kind == FrameType.PARTIAL and on_partial is not None and nparts:
+                reply = recv_parts_by(sock, nparts, total, deadline)
+                index, ok = frames.unpack(FrameType.PARTIAL, reply[0])
+                on_partial(index, ok, reply[1:])
+            else:
+                raise ProtocolError(f"a {kind.name} frame, which no call expects")
+    finally:
+        output.close()
+        if deadline is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)
 
 
 def _tasks_hit(pool: Pool, probe: CgroupProbe, before: Any) -> bool:

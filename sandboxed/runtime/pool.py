@@ -98,6 +98,11 @@ class Sandbox:
         self.unreachable: tuple[Exception, ...] = ()
         self._reachable_modules: set[str | None] = set()
         self.tasks_limited = directive_value(options, "TasksMax") is not None
+        #: Untrusted code (safe results) gets a fresh process for every call, which
+        #: knows no function yet: nothing to name by digest.
+        self.fresh_per_call = bool(getattr(options, "safe_results", False))
+        if self.fresh_per_call:
+            self.functions_apart = False
         self.last_stats: CallStats | None = None
         self._host_checked = False
         #: Why the sandbox was shut down ("interpreter exit"...), for the calls it cut short.
@@ -337,10 +342,31 @@ class Sandbox:
                 self._busy -= 1
 
     def release(self, w: WorkerChannel, healthy: bool) -> None:
+        """Take ``w`` back after a call: to the idle workers (trusted code, warm reuse), or,
+        for untrusted code (safe results), close it (it exits, and the supervisor ends
+        whatever it left running) and put a fresh process in its place, forked by the
+        supervisor, which never runs user code: no call sees what another left behind."""
         if self.max_calls is not None and w.calls >= self.max_calls:
             healthy = False  # max_tasks_per_child: the next call gets a fresh worker
+        spare = None
+        if self.fresh_per_call:
+            w.close()
+            if not self._closed and w.unit is self._unit and w.unit.alive:
+                # Forked now, while the caller handles the result, so that the next call
+                # finds it ready; if this fails, the next call spawns its own.
+                with contextlib.suppress(Exception):
+                    spare = w.unit.spawn()
         with self._cond:
             self.last_used = time.monotonic()
+            if self.fresh_per_call:
+                if spare is not None:
+                    if self._hand(spare):
+                        return
+                    self._busy -= 1
+                    self._idle.append(spare)
+                elif not self._hand(_SLOT):
+                    self._busy -= 1
+                return
             if healthy and not self._closed and w.unit is self._unit and w.unit.alive:
                 if self._hand(w):
                     return

@@ -50,13 +50,18 @@ of the buffer before anything is allocated; trailing bytes, unknown tags, bad
 UTF-8, invalid dates, unhashable or duplicate dict keys and set elements are
 errors; a dict or set whose keys share one hash value more than
 ``MAX_HASH_COLLISIONS`` times is refused (hash flooding would make building it
-quadratic); out-of-band buffers must each be used exactly once. Every failure is an
-:class:`UnsafeResultError` saying what was wrong and at which offset.
+quadratic); out-of-band buffers must each be used exactly once; and the decoded value
+may take at most ``AMPLIFICATION`` times the bytes received (plus ``BUDGET_SLACK``) in
+memory, or less when the caller sets ``max_size`` (the ``max_decoded`` option): a
+stream of tiny containers (an empty set is 2 bytes here, 216 in memory) is refused as
+it is read, before it is built. Every failure is an :class:`UnsafeResultError` saying
+what was wrong and at which offset.
 """
 
 from __future__ import annotations
 
 import struct
+from sys import getsizeof as _sizeof
 
 from sandboxed._errors import UnsafeResultError
 
@@ -69,10 +74,13 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn, TypeAlias
 
 __all__ = [
+    "AMPLIFICATION",
+    "BUDGET_SLACK",
     "MAX_DEPTH",
     "MAX_HASH_COLLISIONS",
     "OUT_OF_BAND_THRESHOLD",
     "Buffer",
+    "budget",
     "decode",
     "encode",
     "encode_parts",
@@ -86,6 +94,11 @@ MAX_DEPTH = 256
 MAX_HASH_COLLISIONS = 64
 """Keys of one dict (elements of one set) that may share a hash value."""
 OUT_OF_BAND_THRESHOLD = 64 * 1024
+AMPLIFICATION = 64
+"""A decoded value may take this many times the bytes received in memory (plus the slack)."""
+BUDGET_SLACK = 64 * 1024
+"""Bytes of memory any decoded value may take, whatever its size on the wire."""
+
 """bytes values at least this large go out-of-band in :func:`encode_parts`."""
 
 _F64 = struct.Struct("<d")
@@ -324,14 +337,25 @@ def encode(obj: object, *, root: str = "result") -> bytes:
 
 
 class _Decoder:
-    __slots__ = ("buf", "buffers", "end", "pos", "used")
+    __slots__ = ("allowed", "buf", "buffers", "cost", "end", "pos", "set_by", "used")
 
-    def __init__(self, buf: bytes, pos: int, buffers: Sequence[Buffer]) -> None:
+    def __init__(
+        self, buf: bytes, pos: int, buffers: Sequence[Buffer], allowed: int, set_by: str
+    ) -> None:
         self.buf = buf
         self.end = len(buf)
         self.pos = pos
         self.buffers = buffers
         self.used = [False] * len(buffers)
+        self.cost = 0
+        self.allowed = allowed
+        self.set_by = set_by
+
+    def over_budget(self) -> NoReturn:
+        raise UnsafeResultError(
+            f"safe-mode result refused at byte {self.pos}: decoded, it would take more than "
+            f"{self.allowed} bytes of memory, its budget ({self.set_by})"
+        )
 
     def fail(self, why: str) -> NoReturn:
         raise UnsafeResultError(f"malformed safe-mode result at byte {self.pos}: {why}")
@@ -443,6 +467,13 @@ class _Decoder:
         scalars = _SCALARS
         value: object
         buf = self.buf
+        # What the decoded value costs in memory, against the budget: a hostile stream of
+        # tiny containers would otherwise cost ~100x its size. Each object is charged its
+        # own size (sys.getsizeof; a container's includes its slots and table) when it is
+        # built, and a container the least its slots take as soon as it is declared.
+        sizeof = _sizeof
+        cost = self.cost
+        allowed = self.allowed
         while True:
             pos = self.pos
             if pos >= self.end:
@@ -459,10 +490,18 @@ class _Decoder:
                     self.fail(f"{n} items declared, {self.end - self.pos} bytes left")
                 if len(stack) >= MAX_DEPTH:
                     self.fail(f"values nested deeper than {MAX_DEPTH} levels")
+                # the least its items' slots will take, before they are read
+                if cost + 8 * n > allowed:
+                    self.cost = cost
+                    self.over_budget()
                 if n:
                     stack.append([tag, n, []])
                     continue
                 value = self.finish(tag, [])
+                cost += sizeof(value)
+                if cost > allowed:
+                    self.cost = cost
+                    self.over_budget()
             elif tag == 0x73:  # s, the most common scalar: inlined
                 n = self.uvarint()
                 pos = self.pos
@@ -473,12 +512,17 @@ class _Decoder:
                     value = buf[pos : pos + n].decode("utf-8", "surrogatepass")
                 except UnicodeDecodeError as exc:
                     self.fail(f"invalid UTF-8 in a str: {exc.reason}")
+                cost += sizeof(value)
             else:
                 handler = scalars.get(tag)
                 if handler is None:
                     self.pos -= 1
                     self.fail(f"unknown tag {tag:#04x}")
                 value = handler(self)
+                cost += sizeof(value)
+            if cost > allowed:
+                self.cost = cost
+                self.over_budget()
             while stack:
                 frame = stack[-1]
                 frame[2].append(value)
@@ -487,6 +531,10 @@ class _Decoder:
                     break
                 stack.pop()
                 value = self.finish(frame[0], frame[2])
+                cost += sizeof(value)
+                if cost > allowed:
+                    self.cost = cost
+                    self.over_budget()
             else:
                 return value
 
@@ -596,16 +644,27 @@ _SCALARS: dict[int, Callable[[_Decoder], object]] = {
 }
 
 
-def decode(data: Buffer, buffers: Sequence[Buffer] = ()) -> object:
+def budget(received: int, max_size: int | None = None) -> tuple[int, str]:
+    """The memory a decoded value of ``received`` bytes may take, and what set it."""
+    proportional = AMPLIFICATION * received + BUDGET_SLACK
+    if max_size is not None and max_size < proportional:
+        return max_size, f"max_decoded={max_size}"
+    return proportional, f"{AMPLIFICATION}x the {received} bytes received + {BUDGET_SLACK}"
+
+
+def decode(data: Buffer, buffers: Sequence[Buffer] = (), *, max_size: int | None = None) -> object:
     """Decode a stream made by :func:`encode` or :func:`encode_parts`, running no code from it.
 
     ``buffers`` are the out-of-band parts that followed the stream; a ``bytes``
     buffer is returned as it is (no copy), any other buffer is copied into ``bytes``.
 
+    ``max_size`` caps the memory the decoded value may take (see :func:`budget`).
+
     Raises :class:`UnsafeResultError` for anything but a well-formed stream: wrong
     magic or version, truncation, an unknown tag, a length larger than the data,
     nesting deeper than ``MAX_DEPTH``, invalid UTF-8 or dates, unhashable,
-    duplicate or hash-flooding keys, trailing bytes, unused or reused buffers.
+    duplicate or hash-flooding keys, trailing bytes, unused or reused buffers, a
+    value that would take more memory than its budget.
     """
     # Indexing and slicing bytes is markedly faster than a memoryview; the stream is small
     # when large bytes travel out-of-band, and is usually received as bytes anyway.
@@ -614,7 +673,8 @@ def decode(data: Buffer, buffers: Sequence[Buffer] = ()) -> object:
         raise UnsafeResultError(
             f"not a safe-mode result: the stream does not start with the codec's magic {MAGIC!r}"
         )
-    d = _Decoder(buf, len(MAGIC), buffers)
+    received = len(buf) + sum(memoryview(b).nbytes for b in buffers)
+    d = _Decoder(buf, len(MAGIC), buffers, *budget(received, max_size))
     result = d.run()
     if d.pos != d.end:
         d.fail(f"{d.end - d.pos} trailing bytes after the value")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import socket
 import struct
+import time
 
 from sandboxed._errors import PayloadTooLargeError, ProtocolError
 
@@ -177,6 +178,68 @@ def _recv_parts(sock: socket.socket, nparts: int, total: int) -> list[bytearray]
     if sum(lengths) != total:
         raise ProtocolError("frame part lengths do not add up to its declared size")
     return [_recv_exact(sock, n) if n else bytearray() for n in lengths]
+
+
+# -- reading against a deadline (the caller's side) ----------------------------------------------
+#
+# A hostile worker writes its frames as slowly as it likes: a timeout per recv() would let
+# it stretch one frame forever, a byte at a time. These read with one absolute deadline
+# (time.monotonic()) for every byte, and raise TimeoutError once it has passed, whatever
+# was received so far. ``deadline=None`` reads without one.
+
+
+def recv_into_by(sock: socket.socket, view: memoryview, deadline: float | None) -> None:
+    """Fill ``view`` from ``sock`` before ``deadline``; EOFError if the peer closed first."""
+    n = view.nbytes
+    got = 0
+    while got < n:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the frame was not complete at the deadline ({got} of {n})")
+            sock.settimeout(remaining)
+        r = sock.recv_into(view[got:], min(n - got, 1 << 24))
+        if r == 0:
+            raise EOFError("the peer closed the channel")
+        got += r
+
+
+def recv_exact_by(sock: socket.socket, n: int, deadline: float | None) -> bytearray:
+    """``n`` bytes from ``sock``, all of them before ``deadline``."""
+    buf = bytearray(n)
+    if n:
+        recv_into_by(sock, memoryview(buf), deadline)
+    return buf
+
+
+def recv_lengths_by(
+    sock: socket.socket, nparts: int, total: int, deadline: float | None
+) -> list[int]:
+    """The length table of a frame whose header was read; ProtocolError if it does not add up."""
+    table = recv_exact_by(sock, LENGTH.size * nparts, deadline)
+    lengths = list(struct.unpack(f"!{nparts}Q", table))
+    if sum(lengths) != total:
+        raise ProtocolError("frame part lengths do not add up to its declared size")
+    return lengths
+
+
+def recv_frame_by(
+    sock: socket.socket, deadline: float | None, limit: int = DEFAULT_LIMIT
+) -> tuple[FrameType, int, int, int]:
+    """Read a frame's header before ``deadline``: (kind, flags, nparts, total); the caller
+    then reads the parts (:func:`recv_parts_by`, or streams them)."""
+    return decode_header(bytes(recv_exact_by(sock, HEADER.size, deadline)), limit)
+
+
+def recv_parts_by(
+    sock: socket.socket, nparts: int, total: int, deadline: float | None
+) -> list[bytearray]:
+    """The parts of a frame whose header was read, all of them before ``deadline``."""
+    if total <= SMALL_FRAME:
+        buf = recv_exact_by(sock, LENGTH.size * nparts + total, deadline)
+        return _split(buf, nparts, total)
+    lengths = recv_lengths_by(sock, nparts, total, deadline)
+    return [recv_exact_by(sock, n, deadline) for n in lengths]
 
 
 def fds_from_ancillary(ancdata: list[tuple[int, int, bytes]]) -> list[int]:

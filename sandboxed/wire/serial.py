@@ -603,17 +603,24 @@ def dumps_result(value: object, *, safe: bool = False) -> list[Buffer]:
         raise SerializationError("result", _describe(exc)) from exc
 
 
-def loads_result(main: Buffer, buffers: Sequence[Buffer] = (), *, safe: bool = False) -> object:
+def loads_result(
+    main: Buffer,
+    buffers: Sequence[Buffer] = (),
+    *,
+    safe: bool = False,
+    max_size: int | None = None,
+) -> object:
     """Unpack what :func:`dumps_result` made with the same ``safe``.
 
-    With ``safe=True`` no code runs, whatever the data holds.
+    With ``safe=True`` no code runs, whatever the data holds, and the decoded value
+    takes at most its budget in memory (``max_size``: see :func:`sandboxed.wire.codec.budget`).
 
     Raises :class:`SerializationError` (``which="result"``) when it cannot be
     unpickled, and, with ``safe=True``, :class:`UnsafeResultError` when it is not a
     well-formed plain-data stream.
     """
     if safe:
-        return codec.decode(main, buffers)
+        return codec.decode(main, buffers, max_size=max_size)
     try:
         return _unpickle(main, buffers)
     except Exception as exc:
@@ -697,7 +704,11 @@ def _bad_envelope(why: str) -> NoReturn:
 
 
 def loads_exception(
-    main: Buffer, buffers: Sequence[Buffer] = (), *, safe: bool = False
+    main: Buffer,
+    buffers: Sequence[Buffer] = (),
+    *,
+    safe: bool = False,
+    max_size: int | None = None,
 ) -> BaseException:
     """Rebuild what :func:`dumps_exception` made, as an exception for the caller to raise.
 
@@ -709,7 +720,7 @@ def loads_exception(
     both modes. Raises :class:`RemoteError` only when the envelope itself is malformed.
     """
     try:
-        envelope = codec.decode(main, buffers)
+        envelope = codec.decode(main, buffers, max_size=max_size)
     except UnsafeResultError as exc:
         _bad_envelope(str(exc))
     if type(envelope) is not tuple or len(envelope) != 4:

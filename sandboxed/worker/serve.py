@@ -132,6 +132,7 @@ class _Logs:
     """
 
     WARNING = 30
+    MAX_TEXT = 60 * 1024
 
     def __init__(self, sock: socket.socket, lock: Any) -> None:
         self.sock = sock
@@ -178,7 +179,13 @@ class _Logs:
                     if record.exc_info:
                         exc_text = logging.Formatter().formatException(record.exc_info)
                     data = {name: getattr(record, name, None) for name in frames.LOG_FIELDS}
-                    data["msg"] = record.getMessage()
+                    msg = record.getMessage()
+                    # The caller keeps 64 KiB of each: cut ours before that, saying so.
+                    if len(msg) > logs.MAX_TEXT:
+                        msg = msg[: logs.MAX_TEXT] + f" [... {len(msg) - logs.MAX_TEXT} more]"
+                    if exc_text is not None and len(exc_text) > logs.MAX_TEXT:
+                        exc_text = exc_text[-logs.MAX_TEXT :]
+                    data["msg"] = msg
                     data["exc_text"] = exc_text
                     with logs.lock:
                         send_frame(logs.sock, FrameType.LOG, [codec.encode(data)])
@@ -227,6 +234,7 @@ def serve(sock: socket.socket, pipes: Any = None) -> None:
     pairs of the pipes that become fds 1 and 2; the supervisor keeps their read ends)."""
     from sandboxed import _context
     from sandboxed.wire import serial
+    from sandboxed.worker import isolation
 
     _context.IN_WORKER = True
     # Reentrant: flushing a stream under the lock may write through to _Output.send.
@@ -273,6 +281,10 @@ def serve(sock: socket.socket, pipes: Any = None) -> None:
         logs.set_level(int(header.get("log_level", _Logs.WARNING)))
         ok = True
         try:
+            if safe and isolation.problem is not None:
+                # Untrusted code in a unit whose calls could read each other's memory:
+                # refused, rather than run in a weaker sandbox than promised.
+                raise IsolationError(isolation.problem)
             if apart:
                 if fn is None:
                     fn = serial.loads_function(parts[1])
@@ -304,11 +316,19 @@ def serve(sock: socket.socket, pipes: Any = None) -> None:
         except BaseException as e:  # noqa: BLE001
             ok = False
             out = serial.dumps_exception(e, safe=safe)
+        if not ok:
+            # A failed call leaves nothing running (a timed-out one is ended by the
+            # supervisor, with its worker).
+            isolation.end_children()
         with lock:
             output.flush_locked()
             send_frame(sock, FrameType.RESULT if ok else FrameType.ERROR, out)
         del value, out, fn
     del logs
+
+
+class IsolationError(RuntimeError):
+    """This unit cannot keep calls apart, so it refuses untrusted ones."""
 
 
 def _is_awaitable(value: object) -> bool:

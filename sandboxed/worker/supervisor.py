@@ -8,6 +8,12 @@ single-threaded, so forking is safe, and it exits (taking the unit and every
 worker with it) as soon as the caller's end of the control socket closes: a
 caller killed with SIGKILL leaves nothing running.
 
+It never runs user code, and before its first fork it makes itself non-dumpable
+and the subreaper of whatever its workers start (:mod:`sandboxed.worker.isolation`):
+no call can read or write its memory or another call's, and when a worker is gone
+the supervisor ends everything the worker's calls left running, before it reports
+``EXITED``.
+
 Imported in the sandbox before any user code: stdlib and :mod:`sandboxed.wire` only.
 """
 
@@ -22,6 +28,7 @@ import sys
 from sandboxed._errors import ProtocolError
 from sandboxed.wire import codec, frames
 from sandboxed.wire.framing import FrameType, recv_frame_with_fds, send_frame
+from sandboxed.worker import isolation
 from sandboxed.worker._util import suppress as _suppress
 from sandboxed.worker.serve import serve
 
@@ -73,6 +80,10 @@ def supervise(ctl: socket.socket, guard_spec: str = "") -> None:
     from sandboxed import _context  # noqa: F401
     from sandboxed.wire import serial  # noqa: F401
 
+    # Before the first fork: no call may read another's memory or ours, and whatever a
+    # call leaves running comes back to us when its worker is gone.
+    isolation.protect_supervisor()
+
     while True:
         waitables: list[Any] = [ctl, rfd]
         ready, _, _ = select.select(waitables, [], [])
@@ -102,6 +113,7 @@ def supervise(ctl: socket.socket, guard_spec: str = "") -> None:
                 pid = os.fork()
                 if pid == 0:
                     try:
+                        isolation.protect_worker()
                         os.close(rfd)
                         os.close(wfd)
                         for other in outputs.values():
@@ -142,7 +154,7 @@ def supervise(ctl: socket.socket, guard_spec: str = "") -> None:
 def _reap(
     ctl: socket.socket, children: dict[int, int], outputs: dict[int, tuple[int, int]]
 ) -> None:
-    while children:
+    while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -150,6 +162,10 @@ def _reap(
         if pid == 0:
             return
         wid = children.pop(pid, None)
+        # What the worker's calls left running came to us (we are their subreaper): end
+        # it before the caller hears that the worker is gone. An orphan we ended leaves
+        # its own children to us in turn: they are ended when it is reaped.
+        isolation.sweep(children)
         with _suppress(OSError):
             _last_words(ctl, outputs.pop(pid, ()))
         if wid is not None:
@@ -157,17 +173,24 @@ def _reap(
                 send_frame(ctl, FrameType.EXITED, [frames.pack(FrameType.EXITED, wid, pid, status)])
 
 
+LAST_WORDS = 1 << 20
+"""At most this much of what a dead worker left in each pipe is forwarded: a process of
+its that outlived it could otherwise keep the supervisor reading forever."""
+
+
 def _last_words(ctl: socket.socket, fds: tuple[int, ...]) -> None:
     """Forward what a dead worker left in its stdout/stderr pipes, then close them."""
     for fd, name in zip(fds, (b"stdout", b"stderr"), strict=False):
+        left = LAST_WORDS
         try:
-            while True:
+            while left > 0:
                 try:
                     data = os.read(fd, 1 << 16)
                 except BlockingIOError:
                     break
                 if not data:
                     break
+                left -= len(data)
                 send_frame(ctl, FrameType.OUTPUT, [name, data])
         finally:
             os.close(fd)
@@ -177,4 +200,5 @@ def _terminate(children: dict[int, int]) -> None:
     for pid in list(children):
         with _suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    isolation.sweep(())
     os._exit(0)

@@ -523,12 +523,15 @@ def test_prints_reach_the_callers_streams_as_they_are_printed(
 def test_logging_records_reach_the_callers_logging(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     assert log_things() == "logged"
-    inside = [r for r in caplog.records if r.name == "sbx.inside"]
+    # They land under the remote prefix (never on a logger of the caller's own), with
+    # what the sandbox said of their origin kept as remote_* attributes.
+    inside = [r for r in caplog.records if r.name == "sandboxed.remote.sbx.inside"]
     assert [(r.levelno, r.getMessage()) for r in inside] == [
         (logging.INFO, "info from inside 41"),
         (logging.WARNING, "warning from inside 42"),
     ]
-    assert inside[0].process != os.getpid()
+    assert inside[0].remote_process != os.getpid()  # type: ignore[attr-defined]
+    assert inside[0].remote_name == "sbx.inside"  # type: ignore[attr-defined]
 
 
 # -- concurrency -----------------------------------------------------------------------------
