@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandboxed.wire.codec import AMPLIFICATION, BUDGET_SLACK, MAGIC, budget, decode, encode
 from sandboxed._errors import UnsafeResultError
+from sandboxed.wire.codec import AMPLIFICATION, BUDGET_SLACK, MAGIC, budget, decode, encode
 
 
 def real_size(value: object) -> int:
