@@ -819,6 +819,65 @@ class Suite:
             )
         )
 
+    def isolation(self) -> None:
+        """Warm calls of untrusted code (a fresh process per call) next to trusted code
+        (a warm worker) and ProcessPoolExecutor, interleaved in one run."""
+        rounds = 3 if self.quick else 10
+        per_round = 50 if self.quick else 300
+        ppe = cf.ProcessPoolExecutor(max_workers=1)
+        untrusted = sandboxed.sandboxed(NoNetwork, trusted=False)(tasks.noop)
+        hardened = sandboxed.sandboxed(sandboxed.Hardened)(tasks.noop)
+        contenders: dict[str, Callable[[], Any]] = {
+            "ProcessPoolExecutor(1): submit().result()": lambda: ppe.submit(tasks.noop).result(),
+            "sandboxed, trusted (warm worker)": decorated.noop,
+            "sandboxed, trusted=False (fresh process per call)": untrusted,
+            "sandboxed, Hardened (fresh process per call)": hardened,
+        }
+        p50: dict[str, list[float]] = {k: [] for k in contenders}
+        p99: dict[str, list[float]] = {k: [] for k in contenders}
+        try:
+            for call in contenders.values():
+                for _ in range(20):
+                    call()
+            for _ in range(rounds):
+                for name, call in contenders.items():
+                    lat = []
+                    with quiet_gc():
+                        for _ in range(per_round):
+                            t = time.perf_counter()
+                            call()
+                            lat.append(time.perf_counter() - t)
+                    p50[name].append(percentile(lat, 50))
+                    p99[name].append(percentile(lat, 99))
+        finally:
+            ppe.shutdown()
+        figs = {}
+        note = f"no-op; median over {rounds} rounds of {per_round} calls, contenders interleaved"
+        for name in contenders:
+            figs[name] = self.fig(
+                "per-call isolation", name, "p50", "us", p50[name], scale=1e6, note=note
+            )
+            self.fig("per-call isolation", name, "p99", "us", p99[name], scale=1e6)
+        fresh = figs["sandboxed, trusted=False (fresh process per call)"]
+        self.targets.append(
+            Target(
+                "warm p50, untrusted (fresh process) / trusted (warm worker)",
+                fresh,
+                figs["sandboxed, trusted (warm worker)"],
+                10.0,
+                extra=["informational: the price of no state surviving a call"],
+            )
+        )
+        self.targets.append(
+            Target(
+                "warm p50, untrusted (fresh process) / ProcessPoolExecutor(1)",
+                fresh,
+                figs["ProcessPoolExecutor(1): submit().result()"],
+                10.0,
+                extra=["informational"],
+            )
+        )
+
     def by_value_cold(self) -> None:
         rounds = 3 if self.quick else 10
         main_t: list[float] = []
@@ -1146,6 +1205,7 @@ class Suite:
             ("many option sets", self.many_option_sets),
             ("by-value warm", self.by_value_warm),
             ("by-value cold", self.by_value_cold),
+            ("isolation", self.isolation),
             ("threads", self.threads),
             ("option sets under ulimit", self.option_sets_under_ulimit),
             ("cold with live units", self.cold_with_live_units),

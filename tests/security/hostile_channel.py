@@ -102,3 +102,8 @@ def empty_sets(n: int) -> bytes:
 def safe_exception(type_name: str, message: str) -> bytes:
     """A safe-mode exception envelope."""
     return encode((type_name, message, f"{type_name}: {message}\n", None))
+
+
+def escapes() -> str:
+    """A result that, printed raw on a terminal, would retitle it and clear the screen."""
+    return "before \x1b]0;pwned\x07\x1b[2J after"

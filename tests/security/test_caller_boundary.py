@@ -574,3 +574,53 @@ def test_a_timed_out_or_failed_call_leaves_no_process_behind(
     if then == "fail":
         assert "failing with children left behind" in str(raised.value)
     assert check(still_running, pidfile, 20.0) == []
+
+
+def _run_on_a_terminal(*flags: str) -> bytes:
+    """``sandboxed run`` of a function whose result has escape sequences, its stdout a pty."""
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sandboxed",
+                "run",
+                "--untrusted",
+                *flags,
+                "hostile_channel:escapes",
+            ],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+        )
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode(errors="replace")
+        return out
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+
+
+def test_sandboxed_run_escapes_its_printed_result_on_a_terminal() -> None:
+    out = _run_on_a_terminal()
+    assert b"\x1b" not in out and b"\x07" not in out
+    assert b"before \\x1b]0;pwned\\x07\\x1b[2J after" in out
+    assert b"\x1b]0;pwned\x07" in _run_on_a_terminal("--raw")
