@@ -251,7 +251,8 @@ def _replies(
                     relay.drain(sock, LENGTH.size * nparts + total, deadline)
                     relay.dropped(f"a log frame of {total} bytes", prefix, unit)
                 else:
-                    relay.emit(recv_parts_by(sock, 1, total, deadline)[0], prefix, unit)
+                    data = recv_parts_by(sock, 1, total, deadline)[0]
+                    relay.emit(data, prefix, unit, getattr(opts, "key", ""))
             elif kind == FrameType.STARTED:
                 if nparts:
                     raise ProtocolError("a STARTED frame with parts")

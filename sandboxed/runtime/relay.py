@@ -22,8 +22,8 @@ Log records (LOG frames, a codec-encoded dict of ``frames.LOG_FIELDS``):
 - the name is validated (dotted words of ``[A-Za-z0-9_-]``, other characters
   replaced, at most ``MAX_DEPTH`` words of at most ``MAX_NAME`` characters in all),
   and the loggers created for sandboxes are bounded (``MAX_LOGGERS`` registry
-  entries per prefix, for the life of the process): past that, records go to the
-  prefix's own logger;
+  entries per prefix and option set, for the life of the process): past that,
+  that sandbox's records go to the prefix's own logger;
 - the level is one of DEBUG, INFO, WARNING, ERROR, CRITICAL (the highest at or
   below what was sent; anything that is not an int is WARNING);
 - the message and traceback text are strings of at most ``MAX_TEXT`` characters
@@ -177,7 +177,10 @@ _REMOTE_STR = ("pathname", "filename", "module", "funcName", "threadName", "leve
 _REMOTE_INT = ("lineno", "process")
 
 _lock = threading.Lock()
-_created: dict[str, set[str]] = {}
+# (prefix, sandbox) -> the registry entries records of that sandbox created. Keyed by the
+# option set's key, which the sandbox cannot change: one sandbox cannot use up another's
+# share, and there are only as many shares as the caller's code has option sets.
+_created: dict[tuple[str, str], set[str]] = {}
 
 
 def level(value: object) -> int:
@@ -191,7 +194,7 @@ def level(value: object) -> int:
     return known
 
 
-def logger_name(prefix: str, remote: object) -> str:
+def logger_name(prefix: str, remote: object, sandbox: str = "") -> str:
     """The caller's logger for the sandbox's logger ``remote`` (bounded, under ``prefix``)."""
     if type(remote) is not str or remote in ("", "root"):
         return prefix
@@ -201,7 +204,7 @@ def logger_name(prefix: str, remote: object) -> str:
         return prefix
     name = prefix + "." + ".".join(words)
     with _lock:
-        created = _created.setdefault(prefix, set())
+        created = _created.setdefault((prefix, sandbox), set())
         if name in created:
             return name
         registry = logging.Logger.manager.loggerDict
@@ -223,11 +226,13 @@ def _text(value: object, limit: int = MAX_TEXT) -> str:
     return escape_controls(text, keep="\n\t")
 
 
-def make_record(fields: dict[Any, Any], prefix: str, unit: str) -> logging.LogRecord:
+def make_record(
+    fields: dict[Any, Any], prefix: str, unit: str, sandbox: str = ""
+) -> logging.LogRecord:
     """The caller's LogRecord for a decoded record from the sandbox."""
     lv = level(fields.get("levelno"))
     record = logging.LogRecord(
-        logger_name(prefix, fields.get("name")),
+        logger_name(prefix, fields.get("name"), sandbox),
         lv,
         f"<sandbox {unit}>",
         0,
@@ -252,7 +257,7 @@ def make_record(fields: dict[Any, Any], prefix: str, unit: str) -> logging.LogRe
     return record
 
 
-def emit(data: Any, prefix: str, unit: str) -> None:
+def emit(data: Any, prefix: str, unit: str, sandbox: str = "") -> None:
     """Re-emit a LOG frame's record in the caller; a malformed one is reported, not raised."""
     try:
         fields = codec.decode(data)
@@ -261,7 +266,7 @@ def emit(data: Any, prefix: str, unit: str) -> None:
     if type(fields) is not dict:
         dropped("a malformed log record", prefix, unit)
         return
-    record = make_record(fields, prefix, unit)
+    record = make_record(fields, prefix, unit, sandbox)
     logger = logging.getLogger(record.name)
     if logger.isEnabledFor(record.levelno):
         logger.handle(record)

@@ -399,20 +399,26 @@ def test_log_records_land_under_the_remote_prefix_only() -> None:
     assert all(n.startswith("sandboxed.remote") for n in new), sorted(new)
 
 
+NAMES = in_sandbox(Hardened, SyslogIdentifier=f"names-{TOKEN}")  # a share of its own
+
+
 def test_hostile_logger_names_cost_a_bounded_number_of_loggers() -> None:
-    assert HARDENED(echo, "warm") == "warm"
+    assert NAMES(echo, "warm") == "warm"
     before = set(logging.Logger.manager.loggerDict)
     records = [{"name": "." * 2000, "levelno": 40, "msg": "dots"}]
     records += [{"name": f"n{i}.x{i}", "levelno": 40, "msg": "many"} for i in range(600)]
     records += [{"name": "a" * 100_000, "levelno": 40, "msg": "long"}]
     with capture("sandboxed.remote") as remote:
-        assert HARDENED(forge_logs, records) == "logged"
+        assert NAMES(forge_logs, records) == "logged"
     new = set(logging.Logger.manager.loggerDict) - before
     assert all(n.startswith("sandboxed.remote") for n in new), sorted(new)[:5]
     assert len(new) <= 300
     assert max(len(n) for n in new) <= 300
-    # Every record still arrives, on a bounded logger.
+    # Every record still arrives, on a bounded logger; other sandboxes keep their names.
     assert len(remote.records) == len(records)
+    with capture("sandboxed.remote") as other:
+        assert HARDENED(forge_logs, [{"name": "fresh.name", "levelno": 40, "msg": "m"}])
+    assert [r.name for r in other.records] == ["sandboxed.remote.fresh.name"]
 
 
 def test_log_levels_are_mapped_to_known_levels_and_bad_fields_do_not_raise() -> None:
