@@ -133,13 +133,13 @@ def _combined(user: Directive, base: Directive) -> Directive:
         # "yes". Anything else would turn a part of the baseline off.
         if isinstance(base.value, bool) and user.value is True:
             return base
-        err = ConflictingDirectivesError(
-            base.name, (str(user).split("=", 1)[1], str(base).split("=", 1)[1]), ("yours", LABEL)
-        )
-        err.add_note(
-            f"{base.name}= is part of the containment baseline every sandbox gets "
-            "(docs/security.md). To run without it, pass containment=False, which turns "
-            "the whole baseline off."
+        yours, ours = str(user).split("=", 1)[1], str(base).split("=", 1)[1]
+        err = ConflictingDirectivesError(base.name, (yours, ours), ("yours", LABEL))
+        # Not "choose one with a keyword": no keyword turns a part of the baseline off.
+        err.args = (
+            f"{base.name}={yours} would weaken the containment baseline every sandbox gets "
+            f"({base.name}={ours}; docs/security.md); drop it, or pass containment=False, "
+            "which turns the whole baseline off",
         )
         raise err
     try:
