@@ -105,7 +105,9 @@ class UnenforceableDirectiveError(ConfigurationError):
 
     Raised when the sandbox is built, before any unit starts, instead of running
     a sandbox weaker than asked. Attributes: ``directive`` (the first refused
-    name), ``reason``, ``remedy``, ``refused`` (every ``(directive, value, reason)``).
+    name), ``reason``, ``remedy``, ``refused`` (every ``(directive, value, reason)``),
+    ``manager``; when a directive is newer than the manager's systemd, ``needed``
+    (the version it needs) and ``running`` (the manager's), else None.
     """
 
     def __init__(
@@ -113,8 +115,13 @@ class UnenforceableDirectiveError(ConfigurationError):
         manager: str,
         refused: Sequence[tuple[str, str, str]],
         remedy: str,
+        *,
+        needed: int | None = None,
+        running: int | None = None,
     ) -> None:
         self.manager = manager
+        self.needed = needed
+        self.running = running
         self.refused = tuple(refused)
         self.directive = self.refused[0][0] if self.refused else ""
         self.reason = self.refused[0][2] if self.refused else ""

@@ -6,6 +6,7 @@ Extra arguments are passed to pytest (then the quality gates are skipped).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -77,6 +78,23 @@ def leftovers() -> list[str]:
     return bad
 
 
+def settled_leftovers(before: set[str], grace: float = 5.0) -> list[str]:
+    """What is still running ``grace`` seconds after the tests ended (orphans reaped).
+
+    A helper that exits on its own once the test process is gone (multiprocessing's
+    resource tracker sees EOF, a manager finishes powering off) is not a leftover.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        left = [p for p in leftovers() if p not in before]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 def main() -> int:
     extra = sys.argv[1:]
     ok = True
@@ -139,7 +157,7 @@ def main() -> int:
     tests_ok = stage(
         "pytest", [PY, "-m", "pytest", "-p", "no:cacheprovider", *(extra or ["tests"])]
     )
-    left = [p for p in leftovers() if p not in before]
+    left = settled_leftovers(before)
     if left:
         print("processes left behind by the test run:\n  " + "\n  ".join(left), flush=True)
         ok = False

@@ -102,6 +102,14 @@ class SandboxedFunction(wrapt.FunctionWrapper[..., Any]):
         """The shared :class:`Sandbox` (unit and workers) this function runs in."""
         return _registry_get(self._self_options)
 
+    def describe(self) -> str:
+        """Each directive with its origin, then what was chosen for this host and why.
+
+        Connects to the service manager (the choices depend on its version). Raises
+        what building the sandbox raises (:class:`~sandboxed.UnenforceableDirectiveError`).
+        """
+        return str(self.sandbox.describe())
+
     def _by_reference(self) -> tuple[str, str] | None:
         """(module, qualname) when the worker can import this very wrapper by name."""
         wrapped = self.__wrapped__

@@ -25,7 +25,7 @@ import attrs
 
 from sandboxed._errors import InvalidDirectiveValueError, UnknownDirectiveError
 from sandboxed.directives.kinds import Kind, Property, check_signature
-from sandboxed.directives.table import RESERVED, TABLE
+from sandboxed.directives.table import BUS_SINCE, RESERVED, SINCE, TABLE
 from sandboxed.directives.values import Invalid
 
 __all__ = ["DIRECTIVES", "Directive", "DirectiveSpec", "Property", "RawProperty", "lookup"]
@@ -49,6 +49,7 @@ class DirectiveSpec:
     example: str
     doc: str = ""
     reserved: str = ""
+    since: int = 0  # the systemd version that introduced it (0: systemd 252 has it)
 
     @property
     def signature(self) -> str:
@@ -64,6 +65,14 @@ class DirectiveSpec:
     def list_valued(self) -> bool:
         """True when repeated values combine (:meth:`Directive.merge`) instead of conflicting."""
         return self.kind.merge is not None
+
+    def needs(self, value: Any) -> int:
+        """The systemd version this directive with normalised ``value`` needs (0: any)."""
+        return max(self.since, self.kind.since(value))
+
+    def bus_names_at(self, version: int) -> tuple[str, ...]:
+        """The bus properties this directive may set on systemd ``version`` (0: unknown)."""
+        return tuple(b for b in self.bus_names if not version or BUS_SINCE.get(b, 0) <= version)
 
     def convert(self, value: object) -> Hashable:
         """Normalise ``value``; raises :class:`InvalidDirectiveValueError`."""
@@ -92,7 +101,9 @@ def _build() -> dict[str, DirectiveSpec]:
             if name in table:
                 raise AssertionError(f"{name} is in the table twice")
             names = (bus or name, *kind.extra_bus(bus or name))
-            table[name] = DirectiveSpec(name, kind, names, section, example, doc)
+            table[name] = DirectiveSpec(
+                name, kind, names, section, example, doc, since=SINCE.get(name, 0)
+            )
     for name, (section, kind, reason) in RESERVED.items():
         table[name] = DirectiveSpec(name, kind, (name,), section, "", "", reason)
     return table
@@ -170,6 +181,11 @@ class Directive:
     def properties(self) -> list[Property]:
         """``(bus property name, D-Bus signature, value)`` triples for ``StartTransientUnit``."""
         return self.spec.properties(self.value)
+
+    @property
+    def needs(self) -> int:
+        """The systemd version this directive and value need (0: every version sandboxed knows)."""
+        return self.spec.needs(self.value)
 
     def assignments(self) -> list[str]:
         """The ``NAME=VALUE`` assignments (one per ``systemd-run -p`` option) for this value."""

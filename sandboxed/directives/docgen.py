@@ -26,12 +26,19 @@ hide:
 
 sandboxed accepts every directive that systemd 252 accepts for a transient
 service (systemd.exec(5), systemd.resource-control(5), systemd.kill(5),
-systemd.service(5)), spelled as in a unit file: `CPUQuota=`, `MemoryMax=`.
+systemd.service(5)), and what later versions added, spelled as in a unit
+file: `CPUQuota=`, `MemoryMax=`.
 Values may be given in systemd's spelling (`"20%"`, `"512M"`, `"5min 3s"`,
 `"~@mount @clock"`) or as Python values (`0.2`, `512 * 2**20`,
 `datetime.timedelta`, lists, `pathlib.Path`). Each is converted exactly as
 `systemd-run -p` converts it (systemd's `src/shared/bus-unit-util.c`), which
 tests/systemd/test_differential.py checks against the running systemd.
+
+Under each name, *systemd N+* is the version that introduced it, and each
+value that came later says its own (*identity: 257+*): on an older manager
+the sandbox is refused when it is built, with an `UnenforceableDirectiveError`
+naming the directive, the version it needs and the one running. CI runs the
+differential test on systemd 252, 254 and 257.
 
 *list* marks directives whose repeated values combine (`Directive.merge`):
 lists append and an empty value resets; allow/deny filters combine as
@@ -77,7 +84,9 @@ def _row(spec: DirectiveSpec) -> str:
     if tuple(spec.bus_names) != (spec.name,):
         bus += ": " + ", ".join(f"`{b}`" for b in spec.bus_names)
     note = f" {_cell(spec.doc)}." if spec.doc else ""
-    name = f"`{spec.name}=`" + ("<br>*list*" if spec.list_valued else "")
+    name = f"`{spec.name}=`<br>*systemd {spec.since or 252}+*"
+    name += "".join(f"<br>*{v}: {n}+*" for v, n in spec.kind.values_since)
+    name += "<br>*list*" if spec.list_valued else ""
     return f"| {name} | {_cell(spec.accepted)}.{note} | {shown} | {bus} |"
 
 

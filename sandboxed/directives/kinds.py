@@ -67,6 +67,16 @@ class Kind:
     render: Render
     merge: Merge | None = None
     extra: Callable[[str], tuple[str, ...]] = _no_extra
+    #: Values that later systemd versions added: (value, version), in systemd's spelling.
+    values_since: tuple[tuple[str, int], ...] = ()
+
+    def since(self, value: Any) -> int:
+        """The systemd version a normalised value needs (0: any the table covers)."""
+        if isinstance(value, str):
+            for v, version in self.values_since:
+                if v == value:
+                    return version
+        return 0
 
     def extra_bus(self, bus: str) -> tuple[str, ...]:
         """Bus properties this kind may set besides ``bus``."""
@@ -124,9 +134,16 @@ ABSPATH = string("an absolute path (str or pathlib.Path)", r"/.*")
 
 
 def enum(
-    choices: Sequence[str], *, booleans: tuple[str, str] | None = None, extra: str = ""
+    choices: Sequence[str],
+    *,
+    booleans: tuple[str, str] | None = None,
+    extra: str = "",
+    since: Mapping[str, int] | None = None,
 ) -> Kind:
-    """One of ``choices`` sent as ``s``; with ``booleans`` (true, false) a boolean maps to those."""
+    """One of ``choices`` sent as ``s``; with ``booleans`` (true, false) a boolean maps to those.
+
+    ``since`` maps choices that later systemd versions added to that version.
+    """
     listing = ", ".join(choices)
     accepted = f"one of {listing}" + (" or a boolean" if booleans else "") + extra
 
@@ -140,7 +157,44 @@ def enum(
             return value
         raise Invalid("not one of the choices")
 
-    return scalar("s", accepted, convert, lambda v: v)
+    kind = scalar("s", accepted, convert, lambda v: v)
+    if since:
+        kind = attrs.evolve(kind, values_since=tuple(since.items()))
+    return kind
+
+
+def ex_enum(values: Mapping[str, int]) -> Kind:
+    """A boolean, or one of ``values`` (value -> the systemd version that added it).
+
+    A boolean is sent as the directive's own ``b`` property, which every systemd
+    has; a named value as the ``…Ex`` string property systemd added with it
+    (``PrivateUsers=identity`` travels as ``PrivateUsersEx`` ``s``), as a
+    unit file spells it and as ``systemd-run -p NAMEEx=VALUE`` sends it.
+    """
+    accepted = f"a boolean, or one of {', '.join(values)}"
+
+    def convert(value: object) -> Hashable:
+        if isinstance(value, str) and value in values:
+            return value
+        try:
+            return parse_boolean(value)
+        except Invalid:
+            raise Invalid("neither a boolean nor one of the named values") from None
+
+    def emit(bus: str, value: Any) -> list[Property]:
+        if isinstance(value, bool):
+            return [(bus, "b", value)]
+        return [(bus + "Ex", "s", value)]
+
+    return Kind(
+        "b",
+        accepted,
+        convert,
+        emit,
+        lambda v: [("yes" if v else "no") if isinstance(v, bool) else v],
+        extra=lambda bus: (bus + "Ex",),
+        values_since=tuple(values.items()),
+    )
 
 
 def named_int(

@@ -1,4 +1,4 @@
-"""The directive table: every directive a transient service accepts on systemd 252.
+"""The directive table: every directive a transient service accepts, from systemd 252 on.
 
 One row per directive: ``(unit-file name, kind, bus property name or "" when
 it is the same, example value in systemd's spelling, note)``, grouped by the
@@ -6,7 +6,10 @@ man page that documents it. The kinds (in :mod:`sandboxed.directives.kinds`) fol
 the branches of ``bus_append_cgroup_property()``,
 ``bus_append_execute_property()``, ``bus_append_kill_property()`` and
 ``bus_append_service_property()`` in systemd 252's
-``src/shared/bus-unit-util.c``.
+``src/shared/bus-unit-util.c``; rows for what later versions added (253 to 258)
+follow their ``bus-unit-util.c`` and are listed in :data:`SINCE` with the
+version that introduced them (value syntaxes that came later know their own
+version: see ``since`` in :mod:`sandboxed.directives.kinds`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from sandboxed.directives.kinds import (
     TIMESPAN,
     Kind,
     enum,
+    ex_enum,
     filter_list,
     integer,
     mask_set,
@@ -210,19 +214,47 @@ _EXEC: list[Row] = [
     ("ReadOnlyDirectories", paths(), "", "/usr", "deprecated spelling of ReadOnlyPaths="),
     ("InaccessibleDirectories", paths(), "", "/root", "deprecated spelling of InaccessiblePaths="),
     ("TemporaryFileSystem", TEMPORARY_FS, "", "/run:size=10M", ""),
-    ("PrivateTmp", BOOL, "", "yes", ""),
+    ("PrivateTmp", ex_enum({"disconnected": 257}), "", "yes", ""),
+    (
+        "PrivateTmpEx",
+        enum(("disconnected",), booleans=("yes", "no")),
+        "",
+        "disconnected",
+        "the string form of PrivateTmp=",
+    ),
     ("PrivateDevices", BOOL, "", "yes", ""),
     ("PrivateNetwork", BOOL, "", "yes", ""),
     ("NetworkNamespacePath", ABSPATH, "", "/run/netns/box", ""),
     ("PrivateIPC", BOOL, "", "yes", ""),
     ("IPCNamespacePath", ABSPATH, "", "/run/ipcns/box", ""),
-    ("PrivateUsers", BOOL, "", "yes", ""),
-    ("ProtectHostname", BOOL, "", "yes", ""),
+    ("PrivateUsers", ex_enum({"identity": 257, "full": 258}), "", "yes", ""),
+    (
+        "PrivateUsersEx",
+        enum(("self", "identity", "full"), booleans=("yes", "no"), since={"full": 258}),
+        "",
+        "identity",
+        "the string form of PrivateUsers=",
+    ),
+    (
+        "PrivatePIDs",
+        enum(("yes", "no"), booleans=("yes", "no")),
+        "",
+        "yes",
+        "a boolean sent as a string; the unit's main process is PID 1 of its own PID namespace",
+    ),
+    ("ProtectHostname", ex_enum({"private": 258}), "", "yes", ""),
     ("ProtectClock", BOOL, "", "yes", ""),
     ("ProtectKernelTunables", BOOL, "", "yes", ""),
     ("ProtectKernelModules", BOOL, "", "yes", ""),
     ("ProtectKernelLogs", BOOL, "", "yes", ""),
-    ("ProtectControlGroups", BOOL, "", "yes", ""),
+    ("ProtectControlGroups", ex_enum({"private": 257, "strict": 257}), "", "yes", ""),
+    (
+        "ProtectControlGroupsEx",
+        enum(("private", "strict"), booleans=("yes", "no")),
+        "",
+        "strict",
+        "the string form of ProtectControlGroups=",
+    ),
     (
         "RestrictAddressFamilies",
         filter_list(r"AF_[A-Z0-9_]+", "address families"),
@@ -243,6 +275,11 @@ _EXEC: list[Row] = [
     ("RestrictRealtime", BOOL, "", "yes", ""),
     ("RestrictSUIDSGID", BOOL, "", "yes", ""),
     ("RemoveIPC", BOOL, "", "yes", ""),
+    ("RootEphemeral", BOOL, "", "yes", ""),
+    ("MemoryKSM", BOOL, "", "yes", ""),
+    ("SetLoginEnvironment", BOOL, "", "yes", ""),
+    ("CoredumpReceive", BOOL, "", "yes", ""),
+    ("BindLogSockets", BOOL, "", "yes", ""),
     ("PrivateMounts", BOOL, "", "yes", ""),
     ("MountFlags", MOUNT_FLAGS, "", "slave", ""),
     # System call filtering
@@ -327,6 +364,16 @@ _RESOURCE: list[Row] = [
     ("MemoryHigh", MEMORY, "", "400M", ""),
     ("MemoryMax", MEMORY, "", "512M", ""),
     ("MemorySwapMax", MEMORY, "", "0", ""),
+    ("MemoryZSwapMax", MEMORY, "", "64M", ""),
+    ("MemoryZSwapWriteback", BOOL, "", "no", ""),
+    (
+        "MemoryPressureWatch",
+        enum(("auto", "skip"), booleans=("yes", "no")),
+        "",
+        "auto",
+        "",
+    ),
+    ("MemoryPressureThresholdSec", TIMESPAN, "MemoryPressureThresholdUSec", "100ms", ""),
     ("DefaultMemoryMin", MEMORY, "", "1M", ""),
     ("DefaultMemoryLow", MEMORY, "", "1M", ""),
     ("AllowedMemoryNodes", CPU_SET, "", "0", ""),
@@ -360,6 +407,14 @@ _RESOURCE: list[Row] = [
     ("ManagedOOMMemoryPressure", _OOM, "", "kill", ""),
     ("ManagedOOMMemoryPressureLimit", PERCENT_SCALE, "", "60%", ""),
     ("ManagedOOMPreference", enum(("none", "avoid", "omit")), "", "avoid", ""),
+    (
+        "ManagedOOMMemoryPressureDurationSec",
+        TIMESPAN,
+        "ManagedOOMMemoryPressureDurationUSec",
+        "20s",
+        "",
+    ),
+    ("DelegateSubgroup", string("a cgroup name", r"[A-Za-z0-9_.:-]+"), "", "payload", ""),
     # cgroup v1 ("legacy") settings, still accepted by systemd 252
     ("CPUShares", integer("t", 2, 262144, "CPU shares"), "", "512", "cgroup v1"),
     ("StartupCPUShares", integer("t", 2, 262144, "CPU shares"), "", "512", "cgroup v1"),
@@ -378,6 +433,7 @@ _KILL: list[Row] = [
     ("RestartKillSignal", SIGNAL, "", "SIGINT", ""),
     ("FinalKillSignal", SIGNAL, "", "SIGKILL", ""),
     ("WatchdogSignal", SIGNAL, "", "SIGABRT", ""),
+    ("ReloadSignal", SIGNAL, "", "SIGUSR1", ""),
     ("SendSIGHUP", BOOL, "", "yes", ""),
     ("SendSIGKILL", BOOL, "", "yes", ""),
 ]
@@ -419,6 +475,16 @@ _SERVICE: list[Row] = [
         "no",
         "",
     ),
+    ("RestartSteps", integer("u", 0, _U32), "", "3", ""),
+    ("RestartMaxDelaySec", TIMESPAN, "RestartMaxDelayUSec", "10s", ""),
+    ("RestartMode", enum(("normal", "direct", "debug"), since={"debug": 257}), "", "direct", ""),
+    (
+        "FileDescriptorStorePreserve",
+        enum(("no", "yes", "restart"), booleans=("yes", "no")),
+        "",
+        "restart",
+        "",
+    ),
     ("SuccessExitStatus", EXIT_STATUS, "", "3 SIGUSR1", ""),
     ("RestartPreventExitStatus", EXIT_STATUS, "", "255", ""),
     ("RestartForceExitStatus", EXIT_STATUS, "", "SIGABRT", ""),
@@ -430,6 +496,40 @@ _SERVICE: list[Row] = [
     ("USBFunctionDescriptors", ABSPATH, "", "/etc/usb/desc", "only meaningful with sockets"),
     ("USBFunctionStrings", ABSPATH, "", "/etc/usb/strings", "only meaningful with sockets"),
 ]
+
+#: Directives newer than systemd 252, by the version that introduced them (from the
+#: "Added in version" notes of systemd 257's man pages and its NEWS; 258 from its NEWS).
+SINCE: dict[str, int] = {
+    "MemoryZSwapMax": 253,
+    "ReloadSignal": 253,
+    "RootEphemeral": 254,
+    "MemoryKSM": 254,
+    "DelegateSubgroup": 254,
+    "MemoryPressureWatch": 254,
+    "MemoryPressureThresholdSec": 254,
+    "RestartSteps": 254,
+    "RestartMaxDelaySec": 254,
+    "RestartMode": 254,
+    "FileDescriptorStorePreserve": 254,
+    "SetLoginEnvironment": 255,
+    "CoredumpReceive": 255,
+    "MemoryZSwapWriteback": 256,
+    "PrivatePIDs": 257,
+    "PrivateUsersEx": 257,
+    "ProtectControlGroupsEx": 257,
+    "PrivateTmpEx": 257,
+    "BindLogSockets": 257,
+    "ManagedOOMMemoryPressureDurationSec": 257,
+}
+
+#: Bus properties newer than systemd 252 that a directive of the table may set besides
+#: its own: the ``…Ex`` string forms of boolean directives.
+BUS_SINCE: dict[str, int] = {
+    "PrivateUsersEx": 257,
+    "ProtectControlGroupsEx": 257,
+    "PrivateTmpEx": 257,
+    "ProtectHostnameEx": 258,
+}
 
 TABLE: dict[str, list[Row]] = {
     "systemd.exec(5)": _EXEC + RLIMITS,

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sandboxed._errors import ManagerError
+from sandboxed.directives.host import Host
 
 _client_lock = threading.Lock()
 _client: Any = None
@@ -94,3 +95,19 @@ def while_unavailable(fn: Callable[[], Any]) -> Any:
 def reset_after_fork() -> None:
     global _client
     _client = None
+
+
+_layout: str | None = None
+
+
+def current_host() -> Host:
+    """The facts sandboxes are built against: the manager's version, the cgroup layout."""
+    global _layout
+    if _layout is None:
+        from sandboxed.systemd.cgroups import cgroup_mounts
+
+        try:
+            _layout = cgroup_mounts()[0]
+        except Exception:  # noqa: BLE001 - an unknown layout refuses nothing by layout
+            _layout = ""
+    return Host(manager_client().version_number, _layout)

@@ -10,6 +10,7 @@ import attrs
 
 from sandboxed.directives import containment as baseline
 from sandboxed.directives.directive import DIRECTIVES, Directive
+from sandboxed.directives.host import UNKNOWN_HOST, Host, refuse, stronger
 from sandboxed.directives.options import bus_properties
 from sandboxed.directives.rootless import NOT_IN_USER_MANAGERS, UserManagerHost
 from sandboxed.runtime.enforcement import refuse_unenforceable
@@ -52,12 +53,20 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
+def _on(value: Any) -> bool:
+    """A directive that is a boolean or a named mode (``PrivateTmp=disconnected``) is on."""
+    if isinstance(value, str) and value.lower() not in ("yes", "true", "1", "on", "no", "false"):
+        return value.lower() not in ("0", "off", "")
+    return _bool(value)
+
+
 def _identity(options: Any) -> Identity:
     user = directive_value(options, "User")
     return Identity.of(
         str(user) if user is not None else None,
         dynamic=_bool(directive_value(options, "DynamicUser")),
-        private_users=_bool(directive_value(options, "PrivateUsers")),
+        private_users=_on(directive_value(options, "PrivateUsers"))
+        or _on(directive_value(options, "PrivateUsersEx")),
     )
 
 
@@ -94,20 +103,26 @@ def check_module(fn: Any, options: Any) -> None:
 def _private_tmp(options: Any) -> list[str]:
     """/tmp and /var/tmp when the unit gets private ones (PrivateTmp=, or DynamicUser=,
     which implies it): code that lives there is hidden unless bound in."""
-    if _bool(directive_value(options, "PrivateTmp")) or _bool(
-        directive_value(options, "DynamicUser")
+    if (
+        _on(directive_value(options, "PrivateTmp"))
+        or _on(directive_value(options, "PrivateTmpEx"))
+        or _bool(directive_value(options, "DynamicUser"))
     ):
         return ["/tmp", "/var/tmp"]
     return []
 
 
 def reach_directives(
-    options: Any, who: Identity | None = None, binder: Identity | None = None
+    options: Any,
+    who: Identity | None = None,
+    binder: Identity | None = None,
+    host: Host = UNKNOWN_HOST,
 ) -> tuple[list[Directive], Directive | None, tuple[str, ...], tuple[Exception, ...]]:
     """Extra directives that make the interpreter and code reachable (see :mod:`_reach`).
 
     ``who`` is the unit's identity when the caller knows it better than the
-    directives say (rootless mode: the user manager's own uid).
+    directives say (rootless mode: the user manager's own uid); ``host`` the
+    systemd it runs on (257's ``ProtectHome=`` seals ``/root``).
     """
     who = who or _identity(options)
     protect_home = directive_value(options, "ProtectHome")
@@ -129,10 +144,13 @@ def reach_directives(
         ],
         optional=optional,
         binder=binder,
+        sealed_root=host.seals_root,
     )
     extra = []
-    if r.tmpfs:
-        extra.append(Directive.of("TemporaryFileSystem", [f"{p}:ro" for p in r.tmpfs]))
+    if r.tmpfs or r.home_tmpfs:
+        extra.append(
+            Directive.of("TemporaryFileSystem", [*r.home_tmpfs, *(f"{p}:ro" for p in r.tmpfs)])
+        )
     if r.binds:
         extra.append(Directive.of("BindReadOnlyPaths", list(r.binds)))
     replaced = Directive.of("ProtectHome", r.protect_home) if r.protect_home else None
@@ -140,14 +158,20 @@ def reach_directives(
 
 
 def merged_directives(
-    options: Any, who: Identity | None = None, binder: Identity | None = None
+    options: Any,
+    who: Identity | None = None,
+    binder: Identity | None = None,
+    host: Host = UNKNOWN_HOST,
 ) -> tuple[list[Any], tuple[str, ...], tuple[Exception, ...]]:
     """The directives (the containment baseline already in: :func:`contained`) merged
-    with the reachability ones, the notes explaining changes, and the optional code
-    paths the sandbox cannot reach. ``env=`` values are not among them: unit properties
-    are readable by every unit over D-Bus, so they travel over the control channel
-    (:mod:`sandboxed.runtime.channel`)."""
-    extra, replaced, notes, unreachable = reach_directives(options, who, binder)
+    with the reachability ones and the stronger forms ``host`` offers, the notes
+    explaining changes, and the optional code paths the sandbox cannot reach. ``env=``
+    values are not among them: unit properties are readable by every unit over D-Bus,
+    so they travel over the control channel (:mod:`sandboxed.runtime.channel`)."""
+    extra, replaced, notes, unreachable = reach_directives(options, who, binder, host)
+    offered, offer_notes = stronger(options.directives, host)
+    extra = [*offered, *extra]
+    notes = (*offer_notes, *notes)
     by_name: dict[str, Any] = {d.name: d for d in options.directives}
     if replaced is not None:
         by_name["ProtectHome"] = replaced
@@ -194,17 +218,20 @@ def guard_plan(options: Any, rootless: UserManagerHost | None = None) -> tuple[l
 
 
 def unit_plan(
-    options: Any, rootless: UserManagerHost | None = None
+    options: Any, rootless: UserManagerHost | None = None, host: Host = UNKNOWN_HOST
 ) -> tuple[list[Property], tuple[str, ...], tuple[Exception, ...]]:
     """(bus properties, notes on adjustments, unreachable optional code paths).
 
     ``rootless``: the user manager the unit will run in, if it is one; the
     options then take their rootless form (:mod:`sandboxed.runtime.rootless`),
     which raises :class:`UnenforceableDirectiveError` for what it cannot hold;
-    so does a directive this host cannot enforce (:mod:`sandboxed.runtime.enforcement`).
-    The containment baseline is added to what the user asked for.
+    so does a directive this host cannot enforce (:mod:`sandboxed.runtime.enforcement`),
+    and one too new for ``host``'s systemd or weakened on its cgroup layout
+    (:mod:`sandboxed.directives.host`). The containment baseline is added to what
+    the user asked for.
     """
     refuse_unenforceable(options)
+    refuse(options.directives, host, getattr(options, "accept_unenforced", ()))
     who = None
     rootless_notes: tuple[str, ...] = ()
     if rootless is not None:
@@ -214,7 +241,7 @@ def unit_plan(
         uid, gids = caller_identity(rootless)
         who = Identity(uid, gids)
     options = contained(options, rootless)
-    directives, notes, unreachable = merged_directives(options, who, binder=who)
+    directives, notes, unreachable = merged_directives(options, who, binder=who, host=host)
     notes = (*rootless_notes, *notes)
     props = bus_properties(directives, getattr(options, "raw", ()) or ())
     names = {p[0] for p in props}
@@ -247,7 +274,7 @@ def bind_code_dir(options: Any, code_dir: str) -> Any:
     private = options.get("PrivateTmp")
     real = os.path.realpath(code_dir)
     in_tmp = any(real == t or real.startswith(t + "/") for t in ("/tmp", "/var/tmp"))
-    if private is None or private.value is not True or not in_tmp:
+    if private is None or not _on(private.value) or not in_tmp:
         return options
     old = options.get("BindReadOnlyPaths")
     bind = Directive.of("BindReadOnlyPaths", [real])

@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sandboxed._errors import ManagerError, ManagerUnavailableError, UnitFailedError
+from sandboxed.directives.host import UNKNOWN_HOST
 from sandboxed.runtime import call as _call
 from sandboxed.runtime import client as _client
 from sandboxed.runtime.channel import UnitChannel, WorkerChannel
-from sandboxed.runtime.client import manager_client
+from sandboxed.runtime.client import current_host, manager_client
 from sandboxed.runtime.host_checks import check_host
 from sandboxed.runtime.launch import exec_properties, guard_argument
 from sandboxed.runtime.plan import (
@@ -94,6 +95,7 @@ class Sandbox:
         # Modules the unit's supervisor imports at boot, so that every worker forked
         # from it has them (set before the first call; see launch.with_preload).
         self.preload: tuple[str, ...] = ()
+        self.host = UNKNOWN_HOST
         self.notes: tuple[str, ...] = ()
         self.unreachable: tuple[Exception, ...] = ()
         self._reachable_modules: set[str | None] = set()
@@ -113,16 +115,35 @@ class Sandbox:
     # -- unit properties ---------------------------------------------------------------
 
     def base_properties(self) -> list[tuple[str, str, object]]:
+        """The unit's properties as planned for this host.
+
+        Raises :class:`~sandboxed.UnenforceableDirectiveError` (before any unit
+        starts) for a directive the manager in use cannot apply as asked.
+        """
         if self._props_cache is None:
             from sandboxed.runtime.rootless import user_manager_host
 
             # A user manager gets the rootless form of the options, or refuses them; a
-            # directive this host cannot enforce is refused: decided here, before any
-            # unit of this sandbox exists.
-            host = _client.while_unavailable(lambda: user_manager_host(manager_client()))
-            self._props_cache, self.notes, self.unreachable = unit_plan(self.options, host)
-            self._guard = guard_argument(*guard_plan(self.options, host))
+            # directive this host (or its systemd's version) cannot enforce is refused:
+            # decided here, before any unit of this sandbox exists.
+            rootless = _client.while_unavailable(lambda: user_manager_host(manager_client()))
+            self.host = _client.while_unavailable(current_host)
+            self._props_cache, self.notes, self.unreachable = unit_plan(
+                self.options, rootless, self.host
+            )
+            self._guard = guard_argument(*guard_plan(self.options, rootless))
         return self._props_cache
+
+    def describe(self) -> str:
+        """The option set's account, then the forms chosen for this host and why."""
+        self.base_properties()
+        host = self.host
+        lines = [
+            self.options.describe(),
+            f"on this host: systemd {host.version}, {host.cgroups} cgroups",
+        ]
+        lines += [f"  {note}" for note in self.notes] or ["  (nothing adjusted)"]
+        return "\n".join(lines)
 
     def check_reachable(self, fn: Callable[..., Any]) -> None:
         """Raise UnreachableCodeError if ``fn``'s module lies where the sandbox cannot read."""

@@ -15,6 +15,12 @@ exactly those directories:
   nothing can be mounted; when a needed path is inside a home it becomes
   ``ProtectHome=tmpfs`` — the homes are empty and read-only just the same —
   plus the same read-only binds;
+* systemd 257 made ``ProtectHome=tmpfs``'s ``/root`` a read-only tmpfs of
+  mode 0700 (earlier: 1777), which a user other than root cannot traverse to
+  reach the binds; with ``sealed_root`` (such a manager) and a needed path
+  under ``/root``, ``ProtectHome=`` is spelled out instead as what it mounts,
+  ``TemporaryFileSystem=/home:ro /run/user:ro /root:ro,mode=0711`` — just as
+  empty and read-only, and ``/root`` still cannot be listed;
 * a needed path inside ``InaccessiblePaths=`` or that is itself unreadable
   to the user cannot be reached without weakening what was asked: that is an
   :class:`UnreachableCodeError` naming the path and the remedy.
@@ -37,6 +43,8 @@ import attrs
 from sandboxed._errors import UnreachableCodeError
 
 HOMES = ("/home", "/root", "/run/user")
+#: ProtectHome=tmpfs spelled out, with a /root the sandbox's user can traverse but not list.
+HOMES_AS_TMPFS = ("/home:ro", "/run/user:ro", "/root:ro,mode=0711")
 
 
 @attrs.frozen
@@ -145,6 +153,7 @@ class Reach:
     tmpfs: tuple[str, ...] = ()
     binds: tuple[str, ...] = ()
     protect_home: str | None = None  # a replacement value for ProtectHome=, if one is needed
+    home_tmpfs: tuple[str, ...] = ()  # TemporaryFileSystem= entries that replace ProtectHome=
     notes: tuple[str, ...] = ()
     unreachable: tuple[UnreachableCodeError, ...] = ()  # optional paths left out, and why
 
@@ -157,6 +166,7 @@ def plan(
     temporary: Sequence[str] = (),
     optional: Sequence[str] = (),
     binder: Identity | None = None,
+    sealed_root: bool = False,
 ) -> Reach:
     """Compute the mounts that make ``paths`` reachable; raise UnreachableCodeError if impossible.
 
@@ -164,6 +174,7 @@ def plan(
     ``Reach.unreachable`` instead (a call whose code lives there fails then).
     ``binder`` is who sets up the mounts when it is not root: a user manager
     can bind in only what its own user can reach.
+    ``sealed_root``: the manager's ``ProtectHome=tmpfs`` makes ``/root`` 0700 (systemd 257+).
     """
     required = _minimal(paths)
     reachable_optional = []
@@ -172,7 +183,15 @@ def plan(
         if any(p == r or p.startswith(r.rstrip("/") + "/") for r in required):
             continue
         try:
-            plan([p], who, protect_home, inaccessible, temporary, binder=binder)
+            plan(
+                [p],
+                who,
+                protect_home,
+                inaccessible,
+                temporary,
+                binder=binder,
+                sealed_root=sealed_root,
+            )
         except UnreachableCodeError as e:
             unreachable.append(e)
         else:
@@ -184,6 +203,7 @@ def plan(
         inaccessible,
         temporary,
         binder,
+        sealed_root,
     )
     return attrs.evolve(r, unreachable=tuple(unreachable))
 
@@ -195,11 +215,13 @@ def _plan(
     inaccessible: Sequence[str],
     temporary: Sequence[str],
     binder: Identity | None = None,
+    sealed_root: bool = False,
 ) -> Reach:
     tmpfs: list[str] = []
     binds: list[str] = []
     notes: list[str] = []
     new_protect_home = None
+    spell_out: list[str] = []
     hidden_by_home = protect_home in ("yes", "true", "tmpfs", "read-only")
     for p in paths:
         for blocked in inaccessible:
@@ -236,6 +258,8 @@ def _plan(
                     f"ProtectHome=read-only became ProtectHome=tmpfs: {p} lies below {anc}, "
                     "which the sandbox's user could not traverse (and so could not read)"
                 )
+            if sealed_root and _under(p, "/root") and who.uid != 0:
+                spell_out.append(p)
             binds.append(p)
         elif in_temp is not None:
             binds.append(p)
@@ -253,8 +277,22 @@ def _plan(
             if not any(_under(anc, t) for t in tmpfs):
                 tmpfs.append(anc)
             binds.append(p)
+    home_tmpfs: tuple[str, ...] = ()
+    if spell_out:
+        notes = [n for n in notes if not n.startswith(f"ProtectHome={protect_home} became")]
+        notes.append(
+            f"ProtectHome={protect_home} became ProtectHome=no with TemporaryFileSystem="
+            f"{' '.join(HOMES_AS_TMPFS)}: this systemd's ProtectHome= makes /root a 0700 "
+            f"tmpfs the sandbox's user cannot traverse to reach {spell_out[0]}, which is "
+            "bind-mounted read-only into it"
+        )
+        new_protect_home, home_tmpfs = "no", HOMES_AS_TMPFS
     return Reach(
-        tuple(tmpfs), tuple(dict.fromkeys(binds)), new_protect_home, tuple(dict.fromkeys(notes))
+        tuple(tmpfs),
+        tuple(dict.fromkeys(binds)),
+        new_protect_home,
+        home_tmpfs,
+        tuple(dict.fromkeys(notes)),
     )
 
 

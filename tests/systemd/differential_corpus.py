@@ -357,7 +357,53 @@ CORPUS: list[tuple[str, str] | tuple[str, str, object]] = [
     ("OOMPolicy", "continue"),
     ("USBFunctionDescriptors", "/etc/sbx-none/desc"),
     ("USBFunctionStrings", "/etc/sbx-none/strings"),
+    # -- added after systemd 252: compared on the versions that have them; on older
+    # ones both systemd-run and sandboxed must refuse them (see test_differential.py)
+    ("MemoryZSwapMax", "64M"),
+    ("MemoryZSwapMax", "0", 0),
+    ("ReloadSignal", "SIGUSR1"),
+    ("RootEphemeral", "yes"),
+    ("MemoryKSM", "yes"),
+    ("DelegateSubgroup", "payload"),
+    ("MemoryPressureWatch", "on"),
+    ("MemoryPressureWatch", "skip"),
+    ("MemoryPressureThresholdSec", "100ms"),
+    ("RestartSteps", "3"),
+    ("RestartMaxDelaySec", "10s"),
+    ("RestartMode", "direct"),
+    ("RestartMode", "debug"),
+    ("FileDescriptorStorePreserve", "restart"),
+    ("FileDescriptorStorePreserve", "yes", True),
+    ("SetLoginEnvironment", "yes"),
+    ("CoredumpReceive", "yes"),
+    ("MemoryZSwapWriteback", "no"),
+    ("PrivatePIDs", "yes"),
+    ("PrivatePIDs", "no", False),
+    ("BindLogSockets", "yes"),
+    ("ManagedOOMMemoryPressureDurationSec", "20s"),
+    ("PrivateUsers", "identity"),
+    ("PrivateUsers", "full"),
+    ("PrivateUsersEx", "identity"),
+    ("PrivateUsersEx", "self"),
+    ("PrivateUsersEx", "yes", True),
+    ("ProtectControlGroups", "private"),
+    ("ProtectControlGroups", "strict"),
+    ("ProtectControlGroupsEx", "strict"),
+    ("ProtectControlGroupsEx", "yes"),
+    ("PrivateTmp", "disconnected"),
+    ("PrivateTmpEx", "disconnected"),
+    ("PrivateTmpEx", "yes"),
+    ("ProtectHostname", "private"),
 ]
+
+#: A boolean directive's named values travel in its ``…Ex`` property, which is also
+#: how ``systemd-run -p`` must be given them (it parses the plain name as a boolean).
+REFERENCE_SPELLING: dict[str, str] = {
+    "PrivateUsers": "PrivateUsersEx",
+    "ProtectControlGroups": "ProtectControlGroupsEx",
+    "PrivateTmp": "PrivateTmpEx",
+    "ProtectHostname": "ProtectHostnameEx",
+}
 
 #: Directives whose effect no bus property shows: the test only checks that systemd
 #: and sandboxed both accept the value.

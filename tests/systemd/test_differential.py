@@ -7,6 +7,10 @@ the directive can set. Both units run ``/bin/true`` with
 ``RemainAfterExit=yes``; a unit that fails to run (a missing RootImage=...)
 stays loaded as failed, which is enough for the comparison. Every unit is
 stopped and its failure state reset.
+
+A corpus entry newer than the systemd under test (``Directive.needs``) is not
+compared: there systemd-run must reject it and sandboxed must refuse it when the
+sandbox is built, naming the directive, the version it needs and the one running.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from typing import Any
 
 import pytest
 
-from sandboxed._errors import UnitFailedError
+from sandboxed._errors import UnenforceableDirectiveError, UnitFailedError
 from sandboxed.directives.directive import DIRECTIVES, Directive
+from sandboxed.directives.host import Host, refuse
 from sandboxed.systemd.bus import SERVICE_IFACE, UNIT_IFACE
 
 sys.path.insert(0, str(Path(__file__).parent))
-from differential_corpus import CORPUS, NOT_OBSERVABLE, NOT_TESTED
+from differential_corpus import CORPUS, NOT_OBSERVABLE, NOT_TESTED, REFERENCE_SPELLING
 
 pytestmark = pytest.mark.systemd
 
@@ -52,10 +57,17 @@ def _readable(bus_name: str) -> str:
     return _SHOWN_AS.get(bus_name, bus_name.removesuffix("Scale"))
 
 
-def _shown_properties(name: str) -> list[str]:
+def _shown_properties(name: str, version: int) -> list[str]:
     if name in NOT_OBSERVABLE:
         return []
-    return sorted({_readable(b) for b in DIRECTIVES[name].bus_names})
+    return sorted({_readable(b) for b in DIRECTIVES[name].bus_names_at(version)})
+
+
+def _reference(name: str, text: str, directive: Directive) -> str:
+    """The ``systemd-run -p`` assignment: named values of a boolean go to its …Ex form."""
+    if name in REFERENCE_SPELLING and isinstance(directive.value, str):
+        return f"{REFERENCE_SPELLING[name]}={text}"
+    return f"{name}={text}"
 
 
 def _tool(systemd: Any, argv: list[str]) -> list[str]:
@@ -155,21 +167,35 @@ def _start_ref(systemd: Any, unit: str, assignment: str) -> str:
 @pytest.fixture(scope="module")
 def outcomes(systemd: Any) -> Iterator[dict[str, Outcome]]:
     client = systemd.client()
+    running = client.version_number
     results: dict[str, Outcome] = {}
     for i, case in enumerate(CORPUS):
         name, text = case[0], case[1]
         value = case[2] if len(case) == 3 else text
-        shown = _shown_properties(name)
+        directive = Directive.of(name, value)
+        shown = _shown_properties(name, running)
         ours, ref = f"sbx-diff-{i:03d}-ours.service", f"sbx-diff-{i:03d}-ref.service"
+        if directive.needs > running:
+            # Too new for this systemd: only the reference is tried (it must fail).
+            try:
+                ref_status = _start_ref(systemd, ref, _reference(name, text, directive))
+            finally:
+                _stop(client, ref)
+            results[_case_id(case)] = {
+                "needs": directive.needs,
+                "running": running,
+                "ref_status": ref_status,
+            }
+            continue
         # One unit at a time: two units may not share a BusName=, for one.
         try:
-            ours_status = _start_ours(client, ours, Directive.of(name, value).properties())
+            ours_status = _start_ours(client, ours, directive.properties())
             # Read back at once: a unit may stop itself later (RuntimeMaxSec=...).
             ours_shown = _observe(systemd, client, ours, shown)
         finally:
             _stop(client, ours)
         try:
-            ref_status = _start_ref(systemd, ref, f"{name}={text}")
+            ref_status = _start_ref(systemd, ref, _reference(name, text, directive))
             ref_shown = _observe(systemd, client, ref, shown)
         finally:
             _stop(client, ref)
@@ -185,6 +211,19 @@ def outcomes(systemd: Any) -> Iterator[dict[str, Outcome]]:
 @pytest.mark.parametrize("case", CORPUS, ids=[_case_id(c) for c in CORPUS])
 def test_our_properties_match_systemd_run(outcomes: dict[str, Outcome], case: Any) -> None:
     outcome = outcomes[_case_id(case)]
+    if "needs" in outcome:
+        # Older than the directive: systemd refuses it, and sandboxed refuses the sandbox.
+        assert outcome["ref_status"].startswith("rejected"), outcome["ref_status"]
+        directive = Directive.of(case[0], case[2] if len(case) == 3 else case[1])
+        with pytest.raises(UnenforceableDirectiveError) as refused:
+            refuse([directive], Host(outcome["running"]))
+        assert refused.value.directive == case[0]
+        assert (refused.value.needed, refused.value.running) == (
+            outcome["needs"],
+            outcome["running"],
+        )
+        assert f"needs systemd {outcome['needs']}" in str(refused.value)
+        return
     assert not outcome["ref_status"].startswith("rejected"), outcome["ref_status"]
     assert not outcome["ours_status"].startswith("rejected"), outcome["ours_status"]
     # Both units must get as far: loaded and started, or loaded and then failed to run.

@@ -266,3 +266,29 @@ def test_code_under_a_private_tmp_is_bound_in_read_only(tmp_path: Path) -> None:
     r = plan([str(code)], NOBODY, None, temporary=["/tmp", "/var/tmp"])
     assert r.binds == (str(code),)
     assert r.tmpfs == ()
+
+
+@pytest.mark.parametrize("asked", ["yes", "tmpfs", "read-only"])
+def test_on_systemd_257_protect_home_is_spelled_out_with_a_traversable_root(
+    in_root_home: Path, asked: str
+) -> None:
+    # 257's ProtectHome=tmpfs mounts a 0700 /root: nobody could not reach the binds.
+    lib = str(in_root_home / "lib")
+    r = plan([lib], NOBODY, asked, sealed_root=True)
+    assert r.protect_home == "no"
+    assert r.home_tmpfs == ("/home:ro", "/run/user:ro", "/root:ro,mode=0711")
+    assert r.binds == (lib,)
+    assert [n for n in r.notes if "became" in n] == [
+        n for n in r.notes if f"ProtectHome={asked} became ProtectHome=no" in n
+    ]
+    assert any("0700" in n and lib in n for n in r.notes)
+
+
+def test_before_257_protect_home_tmpfs_stays(in_root_home: Path) -> None:
+    r = plan([str(in_root_home / "lib")], NOBODY, "tmpfs", sealed_root=False)
+    assert r.protect_home is None and r.home_tmpfs == ()
+
+
+def test_root_itself_traverses_a_sealed_root_and_keeps_protect_home(in_root_home: Path) -> None:
+    r = plan([str(in_root_home / "lib")], ROOT, "tmpfs", sealed_root=True)
+    assert r.protect_home is None and r.home_tmpfs == ()

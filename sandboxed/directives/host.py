@@ -1,0 +1,162 @@
+"""What the systemd in use can enforce, and refusing what it cannot (facts in, error out).
+
+A sandbox is built against a :class:`Host`: the version of the service manager
+that will start its unit and the machine's cgroup layout. :func:`refuse`
+raises :class:`~sandboxed.UnenforceableDirectiveError` (the one refusal of
+sandboxed, shared with rootless mode) for every directive (or value) that this
+host would not apply as asked — newer than the manager, or
+one that systemd would quietly weaken here — so that no sandbox is ever
+started weaker than it was described. The facts are gathered at the edge
+(:mod:`sandboxed.runtime.pool`); this module stays pure.
+
+To refuse something else the host cannot enforce, add a rule to
+:data:`RULES`: a function of (directive, host) returning (reason, remedy), or
+None when the host can.
+
+:func:`stronger` goes the other way: where the host offers a stronger form of
+what an option set asks for, it adds it (``PrivatePIDs=yes`` for a sandbox
+that hides other processes, on systemd 257+) and says so in a note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from sandboxed._errors import UnenforceableDirectiveError
+from sandboxed.directives.directive import Directive
+
+#: systemd 257 made ProtectHome=tmpfs's /root a read-only tmpfs of mode 0700.
+PROTECT_HOME_SEALS_ROOT = 257
+
+
+@attrs.frozen
+class Host:
+    """The manager's systemd version (0: unknown) and the cgroup layout ("" unknown)."""
+
+    version: int = 0
+    cgroups: str = ""  # "unified", "hybrid" or "legacy"
+
+    def has(self, version: int) -> bool:
+        """True if this host's systemd is at least ``version`` (an unknown one is not)."""
+        return self.version >= version > 0 or version == 0
+
+    @property
+    def seals_root(self) -> bool:
+        """``ProtectHome=tmpfs`` makes ``/root`` 0700 here (systemd 257 and later)."""
+        return self.version >= PROTECT_HOME_SEALS_ROOT
+
+
+#: A host nothing is known of: nothing is refused for its version or layout.
+UNKNOWN_HOST = Host()
+
+
+def _private_cgroups_on_v1(d: Directive, host: Host) -> tuple[str, str] | None:
+    if d.name not in ("ProtectControlGroups", "ProtectControlGroupsEx"):
+        return None
+    if d.value not in ("private", "strict") or host.cgroups not in ("hybrid", "legacy"):
+        return None
+    return (
+        f"on this {host.cgroups} cgroup layout systemd quietly turns it into no (a private "
+        "cgroup mount needs a pure cgroup2 host)",
+        "use ProtectControlGroups=yes (read-only cgroups), which holds everywhere",
+    )
+
+
+Rule = Callable[[Directive, Host], "tuple[str, str] | None"]
+
+#: Checks of what a host cannot enforce: each returns (reason, remedy), or None.
+RULES: list[Rule] = [_private_cgroups_on_v1]
+
+
+def refuse(
+    directives: Iterable[Directive], host: Host, accepted: Iterable[str] | bool = ()
+) -> None:
+    """Raise UnenforceableDirectiveError naming every directive ``host`` cannot apply as asked.
+
+    A directive newer than the manager's systemd says which version it needs
+    (the error's ``needed`` and ``running``); a rule of :data:`RULES` says why,
+    unless ``accepted`` (an option set's ``accept_unenforced=``) names the directive
+    or is True. A manager does not accept what it does not know: versions always hold.
+    """
+    waived = accepted if isinstance(accepted, bool) else set(accepted or ())
+    refused: list[tuple[str, str, str]] = []
+    remedies: list[str] = []
+    needed = 0
+    for d in directives:
+        value = "; ".join(d.spec.render(d.value))
+        if host.version and d.needs > host.version:
+            refused.append((d.name, value, f"needs systemd {d.needs} or newer"))
+            remedies.append(f"run it where the manager is systemd {d.needs} or newer")
+            needed = max(needed, d.needs)
+            continue
+        if waived is True or (not isinstance(waived, bool) and d.name in waived):
+            continue
+        for rule in RULES:
+            found = rule(d, host)
+            if found is not None:
+                refused.append((d.name, value, found[0]))
+                remedies.append(found[1])
+    if refused:
+        raise UnenforceableDirectiveError(
+            f"systemd {host.version}" if host.version else "this systemd",
+            refused,
+            remedies[0],
+            needed=needed or None,
+            running=host.version or None,
+        )
+
+
+@attrs.frozen
+class Stronger:
+    """Where ``when`` is set to ``value`` and the host has ``version``, also set ``add``."""
+
+    when: str
+    value: object
+    add: str
+    add_value: object
+    version: int
+    why: str
+
+
+#: Stronger forms the host may offer of what an option set asks for.
+STRONGER: tuple[Stronger, ...] = (
+    Stronger(
+        "ProtectProc",
+        "invisible",
+        "PrivatePIDs",
+        True,
+        257,
+        "the sandbox's processes get a PID namespace of their own: /proc shows only "
+        "them (no PID 1 of the manager, no other unit's processes)",
+    ),
+)
+
+
+def stronger(directives: Iterable[Directive], host: Host) -> tuple[list[Directive], list[str]]:
+    """Directives to add where ``host`` offers a stronger form, and a note on each choice.
+
+    A directive the option set already sets is never changed.
+    """
+    by_name = {d.name: d for d in directives}
+    added: list[Directive] = []
+    notes: list[str] = []
+    for rule in STRONGER:
+        asked = by_name.get(rule.when)
+        if asked is None or asked.value != rule.value or rule.add in by_name:
+            continue
+        if host.version >= rule.version:
+            added.append(Directive.of(rule.add, rule.add_value))
+            notes.append(
+                f"{rule.when}={rule.value} with {rule.add}=yes: systemd {host.version} has it "
+                f"(257+), so {rule.why}"
+            )
+        else:
+            running = f"systemd {host.version}" if host.version else "this systemd"
+            notes.append(
+                f"{rule.when}={rule.value} without {rule.add}=: {running} lacks it (needs "
+                f"{rule.version}); other processes are hidden from /proc only as far as "
+                f"{rule.when}= hides them"
+            )
+    return added, notes

@@ -1,0 +1,87 @@
+"""Version-aware sandboxes against the real manager: refused where it lacks a directive,
+stronger where it has one. Runs on every systemd of the CI matrix (252, 254, 257); each
+test asserts what that version must do, so none is skipped on the others."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sandboxed import Hardened, UnenforceableDirectiveError, sandboxed
+from sandboxed.systemd.cgroups import cgroup_mounts
+
+pytestmark = pytest.mark.systemd
+
+
+def proc1_comm() -> str:
+    """What the sandbox sees as PID 1: the manager, its own supervisor, or nothing."""
+    try:
+        with open("/proc/1/comm") as f:
+            return f.read().strip()
+    except OSError as e:
+        return f"hidden ({type(e).__name__})"
+
+
+def pid_count() -> int:
+    import os
+
+    return sum(1 for p in os.listdir("/proc") if p.isdigit())
+
+
+@pytest.fixture(scope="module")
+def running(systemd: Any) -> int:
+    return int(systemd.client().version_number)
+
+
+def test_a_directive_the_manager_lacks_is_refused_before_any_unit_starts(running: int) -> None:
+    name, value, needed = (
+        ("PrivatePIDs", True, 257) if running < 257 else ("ProtectHostname", "private", 258)
+    )
+    fn = sandboxed(**{name: value})(proc1_comm)
+    with pytest.raises(UnenforceableDirectiveError) as e:
+        fn()
+    assert (e.value.directive, e.value.needed, e.value.running) == (name, needed, running)
+    assert f"needs systemd {needed}" in str(e.value)
+    assert f"systemd {running} cannot hold" in str(e.value)
+    assert fn.sandbox.unit_name is None  # no unit was started
+
+
+def test_private_pids_gives_the_sandbox_a_pid_namespace_of_its_own(running: int) -> None:
+    # Control: without it the unit sees the manager as PID 1 (and all of its processes).
+    assert sandboxed()(proc1_comm)() == "systemd"
+    boxed = sandboxed(PrivatePIDs=True)
+    if running < 257:
+        with pytest.raises(UnenforceableDirectiveError):
+            boxed(proc1_comm)()
+        return
+    assert boxed(proc1_comm)() != "systemd"
+    assert boxed(pid_count)() < sandboxed()(pid_count)()
+
+
+def test_hardened_takes_private_pids_where_the_manager_has_it_and_says_so(running: int) -> None:
+    fn = sandboxed(Hardened)(proc1_comm)
+    seen = fn()
+    described = fn.describe()
+    assert f"systemd {running}" in described
+    if running >= 257:
+        assert "with PrivatePIDs=yes" in described
+        assert seen != "systemd" and not seen.startswith("hidden")  # its own supervisor
+    else:
+        assert "without PrivatePIDs=" in described
+        assert seen.startswith("hidden")  # ProtectProc=invisible hides the manager
+
+
+def test_private_cgroups_are_refused_where_systemd_would_drop_them(running: int) -> None:
+    layout = cgroup_mounts()[0]
+    fn = sandboxed(ProtectControlGroups="private")(proc1_comm)
+    if running >= 257 and layout == "unified":
+        assert fn() == "systemd"
+        return
+    with pytest.raises(UnenforceableDirectiveError) as e:
+        fn()
+    if running >= 257:
+        assert layout in e.value.reason and "ProtectControlGroups=yes" in e.value.remedy
+    else:
+        assert e.value.needed == 257
+    assert fn.sandbox.unit_name is None

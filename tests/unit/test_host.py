@@ -1,0 +1,109 @@
+"""Refusing what the systemd in use cannot apply, and offering its stronger forms (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandboxed import UnenforceableDirectiveError
+from sandboxed.directives.directive import DIRECTIVES, Directive
+from sandboxed.directives.host import Host, refuse, stronger
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needed"),
+    [
+        ("PrivatePIDs", True, 257),
+        ("MemoryZSwapMax", "64M", 253),
+        ("MemoryZSwapWriteback", False, 256),
+        ("PrivateUsers", "identity", 257),
+        ("PrivateUsers", "full", 258),
+        ("ProtectControlGroups", "private", 257),
+        ("PrivateTmp", "disconnected", 257),
+        ("ProtectHostname", "private", 258),
+        ("RestartMode", "debug", 257),
+        ("PrivateUsersEx", "full", 258),
+    ],
+)
+def test_a_directive_newer_than_the_manager_is_refused_naming_both_versions(
+    name: str, value: object, needed: int
+) -> None:
+    d = Directive.of(name, value)
+    assert d.needs == needed
+    with pytest.raises(UnenforceableDirectiveError) as e:
+        refuse([d], Host(needed - 1, "unified"))
+    assert (e.value.directive, e.value.needed, e.value.running) == (name, needed, needed - 1)
+    assert f"{name}=" in str(e.value)
+    assert f"needs systemd {needed}" in str(e.value)
+    assert f"systemd {needed - 1} cannot hold" in str(e.value)
+    assert isinstance(e.value, ValueError)
+    refuse([d], Host(needed, "unified"))  # that version has it
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PrivateUsers", True), ("ProtectControlGroups", True), ("PrivateTmp", False)],
+)
+def test_the_boolean_forms_work_on_every_version(name: str, value: object) -> None:
+    d = Directive.of(name, value)
+    assert d.needs == 0
+    assert d.properties() == [(name, "b", value)]
+    refuse([d], Host(252, "hybrid"))
+
+
+def test_named_values_travel_in_the_ex_property() -> None:
+    assert Directive.of("PrivateUsers", "identity").properties() == [
+        ("PrivateUsersEx", "s", "identity")
+    ]
+    assert Directive.of("ProtectControlGroups", "strict").properties() == [
+        ("ProtectControlGroupsEx", "s", "strict")
+    ]
+    assert Directive.of("PrivateTmp", "disconnected").properties() == [
+        ("PrivateTmpEx", "s", "disconnected")
+    ]
+
+
+def test_every_refused_directive_is_named_at_once() -> None:
+    with pytest.raises(UnenforceableDirectiveError) as e:
+        refuse([Directive.of("PrivatePIDs", True), Directive.of("MemoryZSwapMax", "1M")], Host(252))
+    assert [r[0] for r in e.value.refused] == ["PrivatePIDs", "MemoryZSwapMax"]
+    assert (e.value.needed, e.value.running) == (257, 252)
+
+
+def test_an_unknown_version_refuses_nothing_for_its_version() -> None:
+    refuse([Directive.of("PrivatePIDs", True)], Host())
+
+
+def test_the_ex_bus_properties_are_only_observed_where_they_exist() -> None:
+    spec = DIRECTIVES["PrivateUsers"]
+    assert spec.bus_names_at(252) == ("PrivateUsers",)
+    assert spec.bus_names_at(257) == ("PrivateUsers", "PrivateUsersEx")
+
+
+@pytest.mark.parametrize("layout", ["hybrid", "legacy"])
+@pytest.mark.parametrize("value", ["private", "strict"])
+def test_private_cgroups_are_refused_where_systemd_would_quietly_drop_them(
+    layout: str, value: str
+) -> None:
+    with pytest.raises(UnenforceableDirectiveError) as e:
+        refuse([Directive.of("ProtectControlGroups", value)], Host(257, layout))
+    assert e.value.reason and layout in e.value.reason
+    assert "ProtectControlGroups=yes" in e.value.remedy  # what holds instead
+    assert e.value.needed is None
+    refuse([Directive.of("ProtectControlGroups", value)], Host(257, "unified"))
+    refuse([Directive.of("ProtectControlGroups", True)], Host(257, layout))
+
+
+def test_hidden_processes_get_a_pid_namespace_where_the_manager_has_one() -> None:
+    asked = [Directive.of("ProtectProc", "invisible")]
+    added, notes = stronger(asked, Host(257, "hybrid"))
+    assert added == [Directive.of("PrivatePIDs", True)]
+    assert "PrivatePIDs=yes" in notes[0] and "257" in notes[0]
+    added, notes = stronger(asked, Host(254, "hybrid"))
+    assert added == []
+    assert "without PrivatePIDs=" in notes[0] and "254" in notes[0]
+
+
+def test_a_pid_namespace_set_by_the_user_is_left_as_it_is() -> None:
+    asked = [Directive.of("ProtectProc", "invisible"), Directive.of("PrivatePIDs", False)]
+    assert stronger(asked, Host(257, "unified")) == ([], [])
+    assert stronger([Directive.of("ProtectProc", "noaccess")], Host(257, "unified")) == ([], [])
