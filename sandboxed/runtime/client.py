@@ -110,4 +110,10 @@ def current_host() -> Host:
             _layout = cgroup_mounts()[0]
         except Exception:  # noqa: BLE001 - an unknown layout refuses nothing by layout
             _layout = ""
-    return Host(manager_client().version_number, _layout)
+    try:
+        version = int(manager_client().version_number)
+    except ManagerError:
+        raise
+    except Exception:  # noqa: BLE001 - a manager that will not say: its own checks remain
+        version = 0
+    return Host(version, _layout)
