@@ -242,3 +242,15 @@ def fork_many(n: int) -> int:
         for pid in children:
             os.waitpid(pid, 0)
     return len(children)
+
+
+def limits_and_forks_after(seconds: float, forks: int) -> tuple[dict[str, int | None], int]:
+    """After ``seconds`` (time for the test to reload the manager meanwhile): this
+    process's cgroup limits and how many of ``forks`` forks succeed."""
+    time.sleep(seconds)
+    return own_cgroup_limits(), fork_many(forks)
+
+
+def allocate_after(seconds: float, megabytes: int) -> int:
+    time.sleep(seconds)
+    return allocate(megabytes)

@@ -46,6 +46,27 @@ WORKER_MEMORY_NEED = "about 10 MiB"
 _EXITED = 1  # ExecMainCode: CLD_EXITED
 _KILLED = (2, 3)  # CLD_KILLED, CLD_DUMPED
 _SCALAR_TYPES = frozenset("bynqiuxtds")
+# Settings a reload is known to lose, checked even by the cheap check.
+_LOST_IN_RELOADS = frozenset({"RestrictNamespaces"})
+
+
+def _cap_mask() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return (1 << (int(f.read()) + 1)) - 1
+    except (OSError, ValueError):
+        return (1 << 64) - 1
+
+
+def _same(name: str, now: object, sent: object) -> bool:
+    """Is the value the manager reports the one we sent, as the kernel sees it?"""
+    if name in ("CapabilityBoundingSet", "AmbientCapabilities") and isinstance(sent, int):
+        # Re-read from the unit file, a capability set keeps only the capabilities
+        # this kernel has: the same set.
+        mask = _cap_mask()
+        return isinstance(now, int) and now & mask == sent & mask
+    return now == sent
+
 
 log = logging.getLogger("sandboxed")
 
@@ -244,33 +265,38 @@ class UnitChannel:
     ) -> bool:
         """Does the manager still hold this unit to what it was started with?
 
-        Asked after the manager reloaded or re-executed, which re-reads every unit:
-        a unit whose file could not be read again (or that vanished) keeps its
-        processes but loses its limits (``LoadState=not-found``,
-        ``MemoryMax=infinity``). ``expected`` are properties it was started with;
-        the scalar ones the manager reports back must be unchanged (only when
-        ``thorough``: otherwise its load and active state are all that is asked,
-        two small calls). Any doubt (no answer, a changed value) counts as no.
+        Asked after the manager reloaded or re-executed, which re-reads every unit
+        from its transient file: a unit whose file could not be read again (or that
+        vanished) keeps its processes but loses its limits (``LoadState=not-found``,
+        ``MemoryMax=infinity``), and some settings do not survive the file (seen on
+        systemd 252: ``RestrictNamespaces=yes`` is written as an empty assignment
+        and read back as ``no``). ``expected`` are the properties it was started
+        with; the scalar ones the manager reports back must be unchanged. Unless
+        ``thorough``, only its load and active state and the settings known to be
+        lost are asked (a few small calls instead of every property). Any doubt
+        (no answer, a changed value) counts as no.
         """
+        unit_iface = "org.freedesktop.systemd1.Unit"
+        service_iface = "org.freedesktop.systemd1.Service"
         try:
             client = manager_client()
             path = client.unit_path(self.name)
-            if not thorough:
-                load = client.get_property(path, "org.freedesktop.systemd1.Unit", "LoadState")
-                active = client.get_property(path, "org.freedesktop.systemd1.Unit", "ActiveState")
-                return load == "loaded" and active in ("active", "activating", "reloading")
-            unit = client.get_all(path, "org.freedesktop.systemd1.Unit")
-            if unit.get("LoadState") != "loaded" or unit.get("ActiveState") not in (
-                "active",
-                "activating",
-                "reloading",
-            ):
+            load = client.get_property(path, unit_iface, "LoadState")
+            active = client.get_property(path, unit_iface, "ActiveState")
+            if load != "loaded" or active not in ("active", "activating", "reloading"):
                 return False
-            service = client.get_all(path, "org.freedesktop.systemd1.Service")
+            if thorough:
+                service = client.get_all(path, service_iface)
+            else:
+                service = {
+                    name: client.get_property(path, service_iface, name)
+                    for name, _sig, _value in expected
+                    if name in _LOST_IN_RELOADS
+                }
         except Exception:  # noqa: BLE001 - unknown is not good enough
             return False
         return all(
-            service[name] == value
+            _same(name, service[name], value)
             for name, sig, value in expected
             if sig in _SCALAR_TYPES and name in service
         )

@@ -38,15 +38,33 @@ def _assert_limits_hold(fn_limits: object, fn_alloc: object, fn_fork: object) ->
 
 
 @pytest.mark.parametrize("verb", ["daemon-reload", "daemon-reexec"])
-def test_memory_tasks_and_cpu_limits_hold_in_the_same_unit_after(
-    systemd: object, verb: str
-) -> None:
-    deco = _limited(f"limits-after-{verb}")
+def test_memory_tasks_and_cpu_limits_hold_through(systemd: object, verb: str) -> None:
+    deco = _limited(f"limits-through-{verb}")
     limits = deco(probes.own_cgroup_limits)  # type: ignore[operator]
-    alloc = deco(probes.allocate)  # type: ignore[operator]
-    fork = deco(probes.fork_many)  # type: ignore[operator]
     assert limits() == EXPECTED
     unit = limits.sandbox.unit_name
+    # Calls that run in the unit while the manager reloads, and probe it after.
+    outcomes: dict[str, object] = {}
+
+    def in_flight(key: str, fn: object, *args: object) -> None:
+        try:
+            outcomes[key] = fn(*args)  # type: ignore[operator]
+        except BaseException as e:  # noqa: BLE001 - inspected below
+            outcomes[key] = e
+
+    threads = [
+        threading.Thread(
+            target=in_flight,
+            args=("limits", deco(probes.limits_and_forks_after), 3.0, 100),  # type: ignore[operator]
+        ),
+        threading.Thread(
+            target=in_flight,
+            args=("alloc", deco(probes.allocate_after), 1.5, 400),  # type: ignore[operator]
+        ),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
     r = systemd.run(["systemctl", verb])  # type: ignore[attr-defined]
     assert r.returncode == 0, r.stderr
     show = systemd.run(  # type: ignore[attr-defined]
@@ -58,10 +76,18 @@ def test_memory_tasks_and_cpu_limits_hold_in_the_same_unit_after(
         f"MemoryMax={200 << 20}",
         "TasksMax=40",
     ]
-    # Probed from inside the unit that was running through the reload: the kernel's
-    # knobs, then the limits themselves.
+    for t in threads:
+        t.join(60)
+    # Probed from inside, after the reload, by calls that ran through it.
+    seen, forked = outcomes["limits"]  # type: ignore[misc]
+    assert seen == EXPECTED
+    assert forked < 40
+    assert isinstance(outcomes["alloc"], SandboxMemoryError)
+    # And the calls after it: in this unit, or in a replacement if it lost a setting
+    # in the reload (systemd 252 loses RestrictNamespaces=yes: see still_as_started).
     assert limits() == EXPECTED
-    assert limits.sandbox.unit_name == unit
+    alloc = deco(probes.allocate)  # type: ignore[operator]
+    fork = deco(probes.fork_many)  # type: ignore[operator]
     _assert_limits_hold(limits, alloc, fork)
 
 
@@ -221,3 +247,24 @@ def test_500_cold_starts_beside_reloads_and_reexecs_in_a_loop_all_succeed(system
     assert not churn_errors
     # The starts really ran beside both kinds of restart.
     assert verbs["daemon-reload"] >= 10 and verbs["daemon-reexec"] >= 10, dict(verbs)
+
+
+def test_a_unit_whose_restrict_namespaces_a_reload_undid_is_replaced(systemd: object) -> None:
+    fn = sandbox(
+        User="nobody", RestrictNamespaces=True, Environment=f"PURPOSE=restrict-ns-{os.getpid()}"
+    )(probes.cwd)
+    fn()
+    unit = fn.sandbox.unit_name
+    before = systemd.run(["systemctl", "show", "-p", "RestrictNamespaces", unit]).stdout  # type: ignore[attr-defined]
+    assert before.strip() == "RestrictNamespaces=yes"
+    _manager_reload()
+    after = systemd.run(["systemctl", "show", "-p", "RestrictNamespaces", unit]).stdout  # type: ignore[attr-defined]
+    fn()
+    if after.strip() == "RestrictNamespaces=yes":
+        assert fn.sandbox.unit_name == unit  # this systemd keeps it: nothing to replace
+    else:
+        # systemd 252 writes RestrictNamespaces=yes to the transient file as an empty
+        # assignment, read back as "no": the weakened unit must not serve the call.
+        assert fn.sandbox.unit_name != unit
+        now = systemd.run(["systemctl", "show", "-p", "RestrictNamespaces", fn.sandbox.unit_name])  # type: ignore[attr-defined]
+        assert now.stdout.strip() == "RestrictNamespaces=yes"
