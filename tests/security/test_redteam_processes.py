@@ -143,11 +143,11 @@ def test_redteam_control_sigio_signals_the_manager_without_containment(
 
 def plant_in_supervisor(token: bytes) -> str:
     """Overwrite, in the supervisor (our parent, never running user code), the first
-    bytes of a string every worker forked from it inherits: guard's module docstring."""
+    bytes of a string every worker forked from it inherits: framing's module docstring."""
     import sys
 
     def write() -> None:
-        doc = sys.modules["sandboxed.worker.guard"].__doc__
+        doc = sys.modules["sandboxed.wire.framing"].__doc__
         assert doc is not None and len(doc) > len(token)
         addr = id(doc) + sys.getsizeof("") - 1  # compact ASCII: data follows the header
         fd = os.open(f"/proc/{os.getppid()}/mem", os.O_RDWR)
@@ -162,35 +162,34 @@ def plant_in_supervisor(token: bytes) -> str:
 def guard_doc_head(n: int) -> str:
     import sys
 
-    return (sys.modules["sandboxed.worker.guard"].__doc__ or "")[:n]
+    return (sys.modules["sandboxed.wire.framing"].__doc__ or "")[:n]
 
 
-SUPERVISOR_FINDING = (
-    "the worker opens /proc/PPID/mem read-write (same uid, supervisor dumpable): a call "
-    "rewrites the supervisor, and every later worker, fresh ones included, forks the change"
-)
-
-
-@pytest.mark.parametrize(
-    "spec",
-    [
-        broken(DYNAMIC, SUPERVISOR_FINDING),
-        broken(NOBODY, SUPERVISOR_FINDING),
-        broken(ROOT_NNRO, SUPERVISOR_FINDING),
-    ],
-)
-def test_redteam_a_call_cannot_plant_state_in_the_supervisor(spec: Any) -> None:
+def _plant_then_look(fn: Any) -> tuple[str, str, str]:
+    """(before, the plant's outcome, what the next fresh worker sees)."""
     token = secrets.token_hex(4).encode()
-    fn = attacker(spec)
     sandbox = fn.sandbox
     try:
         before = sandbox.call(guard_doc_head, (len(token),), {}, fresh=True)
-        assert before != token.decode()
-        sandbox.call(plant_in_supervisor, (token,), {}, fresh=True)
-        # A fresh worker per call is the documented way to keep calls apart.
-        assert sandbox.call(guard_doc_head, (len(token),), {}, fresh=True) == before
+        planted = sandbox.call(plant_in_supervisor, (token,), {}, fresh=True)
+        return before, planted, sandbox.call(guard_doc_head, (len(token),), {}, fresh=True)
     finally:
         sandbox.shutdown()
+
+
+# Broken on main before the supervisor was made non-dumpable (seen: a Hardened call
+# planted bytes that the next fresh worker read); held since.
+@pytest.mark.parametrize("spec", [held(DYNAMIC), held(NOBODY), held(ROOT_NNRO)])
+def test_redteam_a_call_cannot_plant_state_in_the_supervisor(spec: Any) -> None:
+    before, planted, after = _plant_then_look(attacker(spec))
+    assert planted != OK and after == before, (planted, after)
+
+
+def test_redteam_control_the_supervisor_is_writable_with_cap_sys_ptrace() -> None:
+    # Stated non-guarantee: CAP_SYS_PTRACE (no baseline) reads and writes any process of
+    # the unit, non-dumpable or not. The probe does plant.
+    before, planted, after = _plant_then_look(uncontained())
+    assert planted == OK and after != before, (planted, after)
 
 
 # -- 3. the manager's resource limits and OOM score, through prlimit() and /proc/1 -----------
@@ -305,6 +304,11 @@ def renice_pid1_autogroup() -> str:
     except OSError:
         return attempt(nice)  # PID 1 hidden (ProtectProc=): refused
     outcome = attempt(lambda: write(old + 1))
+    for _ in range(40):  # an earlier probe's restore may still hold the rate limit
+        if outcome != "BlockingIOError EAGAIN":
+            break
+        time.sleep(0.15)
+        outcome = attempt(lambda: write(old + 1))
     if outcome == OK and nice() != old + 1:
         outcome = "unchanged"
     for _ in range(40):
