@@ -10,6 +10,7 @@ re-attacked after their fix landed, and new ones).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from escape_kit import OK, attempt, in_sandbox
 
-from sandboxed import Hardened, SandboxTimeoutError
+from sandboxed import Hardened, NoNetwork, SandboxTimeoutError
 
 pytestmark = pytest.mark.systemd
 
@@ -247,3 +248,64 @@ def test_redteam_descriptors_passed_by_the_worker_do_not_reach_the_caller() -> N
     for _ in range(5):
         assert fn(pass_descriptors, 64) == OK  # control: the descriptors were sent
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+# -- leftovers after a successful untrusted call: a daemon that changes its PID ---------------
+
+
+def spawn_hopper() -> str:
+    """A double-forked, setsid daemon that forks a new process every 20 ms (each new PID
+    replacing the old, so that a reaper working from a list of PIDs is always behind),
+    each recording its PID in /tmp."""
+    import time
+
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            for _ in range(3000):
+                if os.fork():
+                    os._exit(0)
+                with open("/tmp/redteam-hopper", "a") as f:
+                    f.write(f"{os.getpid()}\n")
+                time.sleep(0.02)
+        os._exit(0)
+    os.wait()
+    time.sleep(0.2)  # a few hops while the call still runs
+    return OK
+
+
+def hoppers_alive(wait: float) -> list[int]:
+    """The recorded PIDs still alive (signal 0: same uid), once none is or after ``wait``."""
+    import time
+
+    end = time.monotonic() + wait
+    while True:
+        with open("/tmp/redteam-hopper") as f:
+            pids = [int(x) for x in f.read().split()]
+        live = []
+        for pid in pids[-50:]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 0)
+                live.append(pid)
+        if not live or time.monotonic() > end:
+            return live
+        time.sleep(0.1)
+
+
+def test_redteam_a_pid_hopping_daemon_does_not_outlive_an_untrusted_call() -> None:
+    fn = in_sandbox(Hardened)
+    try:
+        assert fn(spawn_hopper) == OK
+        assert fn(hoppers_alive, 3.0) == []
+    finally:
+        fn.sandbox.shutdown()
+
+
+def test_redteam_control_the_daemon_outlives_a_trusted_call() -> None:
+    # Documented: a successful trusted call's children keep running.
+    fn = in_sandbox(NoNetwork, PrivateTmp=True, User="nobody")
+    try:
+        assert fn(spawn_hopper) == OK
+        assert fn(hoppers_alive, 0.0) != []
+    finally:
+        fn.sandbox.shutdown()

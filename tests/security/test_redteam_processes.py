@@ -442,8 +442,8 @@ SHM_HOST_FINDING = (
     "0600 System V segments read-write under NoNetwork|ReadOnly"
 )
 SHM_PERSIST_FINDING = (
-    "a System V segment created in a unit outlives it in the host's IPC namespace and is "
-    "read by a later unit with the same options (not among the listed shared places)"
+    "a System V object (segment, message queue, semaphore set) made in a unit outlives it in "
+    "the host's IPC namespace, for a later unit to read (not among the listed shared places)"
 )
 
 
@@ -510,3 +510,57 @@ def test_redteam_x32_kill_is_not_a_way_around_the_signal_filter() -> None:
     if control != OK:
         pytest.skip(f"this kernel has no x32 calls ({control}): the filter cannot be tested")
     assert in_sandbox(ReadOnly)(x32_kill0, 1) != OK
+
+
+def make_queue_and_semaphore(key: int) -> dict[str, str]:
+    """A System V message queue and semaphore set under ``key`` (0600)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def make(fn: Any, *args: int) -> str:
+        def call() -> None:
+            if fn(*args) < 0:
+                raise OSError(ctypes.get_errno(), "get")
+
+        return attempt(call)
+
+    return {
+        "msgget": make(libc.msgget, key, IPC_CREAT | 0o600),
+        "semget": make(libc.semget, key, 1, IPC_CREAT | 0o600),
+    }
+
+
+def _left_on_host(key: int) -> list[str]:
+    left = []
+    qid = _libc.msgget(key, 0)
+    if qid >= 0:
+        left.append("msg")
+        _libc.msgctl(qid, IPC_RMID, None)
+    sid = _libc.semget(key, 0, 0)
+    if sid >= 0:
+        left.append("sem")
+        _libc.semctl(sid, 0, IPC_RMID)
+    return left
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [broken(ROOT_NNRO, SHM_PERSIST_FINDING), broken(NOBODY, SHM_PERSIST_FINDING), held(DYNAMIC)],
+)
+def test_redteam_message_queues_and_semaphores_do_not_outlive_the_unit(
+    spec: Any, shm_key: int
+) -> None:
+    fn = attacker(spec)
+    try:
+        fn(make_queue_and_semaphore, shm_key)
+    finally:
+        fn.sandbox.shutdown()
+    assert _left_on_host(shm_key) == []
+
+
+def test_redteam_control_message_queues_outlive_an_uncontained_unit(shm_key: int) -> None:
+    fn = uncontained()
+    try:
+        assert fn(make_queue_and_semaphore, shm_key) == {"msgget": OK, "semget": OK}
+    finally:
+        fn.sandbox.shutdown()
+    assert _left_on_host(shm_key) == ["msg", "sem"]
