@@ -106,6 +106,10 @@ _BASELINE_VALUES: Final[Mapping[str, object]] = {
     # root inside has no capability over anything the host owns.
     "PrivateUsers": True,
     "NoNewPrivileges": True,
+    # An IPC namespace per unit: System V segments, queues and semaphores of the host
+    # (root's 0600 ones too: root passes their permission check) are out of reach, and
+    # none made here outlives the unit for a later sandbox to read.
+    "PrivateIPC": True,
     "CapabilityBoundingSet": "~" + " ".join(DROPPED_CAPABILITIES),
     "ProtectControlGroups": True,
     "RestrictNamespaces": True,

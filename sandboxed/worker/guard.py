@@ -9,11 +9,13 @@ Two jobs, both cheap enough for every cold start:
   caller's (or, for the network, one with any interface besides ``lo``) fails
   the start.
 - :func:`forbid_outside_signals`: a seccomp filter of our own, stacked on
-  systemd's, that refuses signals to PID 1 (the manager: ``SIGRTMIN+4`` powers
-  it off), to every process at once (``kill(-1)``) and to process groups, and
-  ``pidfd_send_signal()``. systemd's ``SystemCallFilter=`` cannot look at
-  arguments, and root (or a shared ``User=``) passes the kernel's signal
-  permission check for every process of the same uid.
+  systemd's, that refuses what reaches other processes by PID (:data:`RULES`):
+  signals to PID 1 (the manager: ``SIGRTMIN+4`` powers it off), to every
+  process at once (``kill(-1)``) and to process groups, ``pidfd_send_signal()``,
+  SIGIO owners (``F_SETOWN``...), another process's limits, I/O priority and
+  memory placement. systemd's ``SystemCallFilter=`` cannot look at arguments,
+  and root (or a shared ``User=``) passes the kernel's permission checks for
+  every process of the same uid.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ EPERM = 1
 _LD_W_ABS = 0x20
 _JEQ_K = 0x15
 _JSET_K = 0x45
+_JGE_K = 0x35
 _RET_K = 0x06
 
-#: AUDIT_ARCH_* and the numbers of the signal-sending calls, per machine.
+#: AUDIT_ARCH_* and the numbers of the system calls the filter looks at, per machine.
 _ARCH = {
     "x86_64": (
         0xC000003E,
@@ -50,6 +53,14 @@ _ARCH = {
             "rt_sigqueueinfo": 129,
             "rt_tgsigqueueinfo": 297,
             "pidfd_send_signal": 424,
+            "prlimit64": 302,
+            "fcntl": 72,
+            "ioctl": 16,
+            "ioprio_set": 251,
+            "migrate_pages": 256,
+            "move_pages": 279,
+            "process_madvise": 440,
+            "process_mrelease": 448,
         },
     ),
     "aarch64": (
@@ -61,8 +72,49 @@ _ARCH = {
             "rt_sigqueueinfo": 138,
             "rt_tgsigqueueinfo": 240,
             "pidfd_send_signal": 424,
+            "prlimit64": 261,
+            "fcntl": 25,
+            "ioctl": 29,
+            "ioprio_set": 30,
+            "migrate_pages": 238,
+            "move_pages": 239,
+            "process_madvise": 440,
+            "process_mrelease": 448,
         },
     ),
+}
+
+# fcntl() and ioctl() commands that make the kernel signal a process of our choosing
+# when a descriptor becomes ready (SIGIO, or any signal with F_SETSIG): root passes
+# the kernel's permission check for every root process, the manager included.
+F_SETOWN = 8
+F_SETOWN_EX = 15
+FIOSETOWN = 0x8901
+SIOCSPGRP = 0x8902
+X32_SYSCALL_BIT = 0x40000000
+
+#: What the filter refuses, by system call: ``None`` refuses every call of it, otherwise
+#: a rule ``(argument index, test, values)``: ``"pid"`` refuses PID 1 and negative
+#: values (every process, process groups), ``"self"`` refuses anything but 0 (this
+#: process), ``"in"`` refuses the listed values.
+RULES: dict[str, list[tuple[int, str, tuple[int, ...]]] | None] = {
+    "kill": [(0, "pid", ())],
+    "tkill": [(0, "pid", ())],
+    "tgkill": [(0, "pid", ())],
+    "rt_sigqueueinfo": [(0, "pid", ())],
+    "rt_tgsigqueueinfo": [(0, "pid", ())],
+    "pidfd_send_signal": None,
+    # Another process's limits (the manager's descriptors or tasks, for good).
+    "prlimit64": [(0, "self", ())],
+    "fcntl": [(1, "in", (F_SETOWN, F_SETOWN_EX))],
+    "ioctl": [(1, "in", (FIOSETOWN, SIOCSPGRP))],
+    # Another process's, a process group's or a whole uid's I/O priority.
+    "ioprio_set": [(0, "in", (2, 3)), (1, "self", ())],
+    # Moving another process's memory between NUMA nodes; advising or reaping it.
+    "migrate_pages": [(0, "self", ())],
+    "move_pages": [(0, "self", ())],
+    "process_madvise": None,
+    "process_mrelease": None,
 }
 
 
@@ -114,34 +166,48 @@ def _interfaces() -> list[str]:
 
 
 def _filter(arch: int, numbers: dict[str, int]) -> bytes:
-    prog: list[tuple[int, int, int, int]] = []
-
-    def emit(code: int, jt: int, jf: int, k: int) -> None:
-        prog.append((code, jt, jf, k))
-
-    # [0] arch must be native (compat system calls have other numbers).
-    emit(_LD_W_ABS, 0, 0, 4)
-    emit(_JEQ_K, 1, 0, arch)
-    emit(_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM)
-    emit(_LD_W_ABS, 0, 0, 0)  # nr
-    by_pid = [
-        numbers[n] for n in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+    """The classic-BPF program of :data:`RULES` for one machine."""
+    deny = (_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM)
+    allow = (_RET_K, 0, 0, SECCOMP_RET_ALLOW)
+    # Each rule's block: load the argument's low 32 bits (little-endian), test, and
+    # return; the dispatch jumps to the block of its system call.
+    blocks: list[list[tuple[int, int, int, int]]] = []
+    for rules in RULES.values():
+        block: list[tuple[int, int, int, int]] = []
+        for index, test, values in rules or []:
+            block.append((_LD_W_ABS, 0, 0, 16 + 8 * index))
+            if test == "pid":
+                # pid 1: the manager (or the namespace's init); negative: -1 or a group
+                block += [(_JEQ_K, 1, 0, 1), (_JSET_K, 0, 1, 0x80000000), deny]
+            elif test == "self":
+                block += [(_JEQ_K, 1, 0, 0), deny]
+            else:
+                for n, value in enumerate(values):
+                    # a match jumps over the remaining tests and the JA, onto the deny
+                    block.append((_JEQ_K, len(values) - n, 0, value))
+                block += [(0x05, 0, 0, 1), deny]  # JA over the deny
+        block.append(allow if rules else deny)
+        blocks.append(block)
+    head = [
+        (_LD_W_ABS, 0, 0, 4),  # arch must be native (compat calls have other numbers)
+        (_JEQ_K, 1, 0, arch),
+        deny,
+        (_LD_W_ABS, 0, 0, 0),  # nr
+        (_JGE_K, 0, 1, X32_SYSCALL_BIT),  # x32 calls: the same arch, other numbers
+        deny,
     ]
-    # Layout after the nr load: for each pid-taking call a JEQ to the check block,
-    # then a JEQ for pidfd_send_signal to deny, then allow; the check block last.
-    n = len(by_pid)
-    for i, nr in enumerate(by_pid):
-        # Jump over the JEQs left, the pidfd JEQ and its deny, and the allow.
-        emit(_JEQ_K, (n - 1 - i) + 3, 0, nr)
-    emit(_JEQ_K, 0, 1, numbers["pidfd_send_signal"])
-    emit(_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM)
-    emit(_RET_K, 0, 0, SECCOMP_RET_ALLOW)
-    # check block: low 32 bits of args[0] (little-endian) is the pid / tgid
-    emit(_LD_W_ABS, 0, 0, 16)
-    emit(_JEQ_K, 2, 0, 1)  # pid 1: the manager (or the namespace's init)
-    emit(_JSET_K, 1, 0, 0x80000000)  # negative: -1 (everyone) or a process group
-    emit(_RET_K, 0, 0, SECCOMP_RET_ALLOW)
-    emit(_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM)
+    dispatch_len = len(RULES) + 1  # one JEQ per call, then allow
+    prog = list(head)
+    offset = 0  # of each block from the end of the dispatch
+    for n, (name, block) in enumerate(zip(RULES, blocks, strict=True)):
+        jump = (dispatch_len - 1 - n - 1) + 1 + offset
+        if jump > 255:
+            raise GuardError("the system call filter outgrew its jumps")
+        prog.append((_JEQ_K, jump, 0, numbers[name]))
+        offset += len(block)
+    prog.append(allow)
+    for block in blocks:
+        prog += block
     return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
 
 
