@@ -31,8 +31,13 @@ from sandboxed._errors import (
 from sandboxed.directives import containment as baseline
 from sandboxed.directives.checks import check as check_values
 from sandboxed.directives.directive import Directive, Property, RawProperty, lookup
-from sandboxed.directives.presets import Preset, factory_example, normalise_option, preset_by_name
-from sandboxed.directives.values import Invalid, parse_size
+from sandboxed.directives.presets import (
+    Preset,
+    byte_budget,
+    factory_example,
+    normalise_option,
+    preset_by_name,
+)
 
 __all__ = ["OPTION_NAMES", "OptionSet"]
 
@@ -74,18 +79,7 @@ def _log_prefix(value: object) -> str:
 
 
 def _max_decoded(value: object) -> int | None:
-    if value is None:
-        return None
-    try:
-        size = parse_size(value, allow_infinity=False)
-    except Invalid as exc:
-        raise ConfigurationError(
-            f"invalid max_decoded {value!r} ({exc}); accepted: a byte count > 0 "
-            "as an int or systemd's '512M', or None"
-        ) from None
-    if size < 1:
-        raise ConfigurationError(f"invalid max_decoded {value!r}; accepted: a byte count > 0")
-    return size
+    return byte_budget("max_decoded", value)
 
 
 def _directive(name: str, value: object) -> Directive:

@@ -92,19 +92,24 @@ def _workers(value: object) -> int | None:
     return value
 
 
-def _max_payload(value: object) -> int | None:
+def byte_budget(name: str, value: object) -> int | None:
+    """The byte count of option ``name`` (an int or systemd's ``512M``), or None."""
     if value is None:
         return None
     try:
         size = parse_size(value, allow_infinity=False)
     except Invalid as exc:
         raise ConfigurationError(
-            f"invalid max_payload {value!r} ({exc}); accepted: a byte count > 0 "
+            f"invalid {name} {value!r} ({exc}); accepted: a byte count > 0 "
             "as an int or systemd's '512M', or None"
         ) from None
     if size < 1:
-        raise ConfigurationError(f"invalid max_payload {value!r}; accepted: a byte count > 0")
+        raise ConfigurationError(f"invalid {name} {value!r}; accepted: a byte count > 0")
     return size
+
+
+def _max_payload(value: object) -> int | None:
+    return byte_budget("max_payload", value)
 
 
 #: Option name → normaliser. ``None`` always means "not set here".

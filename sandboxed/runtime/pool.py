@@ -33,6 +33,7 @@ from sandboxed.runtime.plan import (
     unit_plan,
 )
 from sandboxed.runtime.stats import CallStats
+from sandboxed.wire import frames
 
 log = logging.getLogger("sandboxed")
 
@@ -261,6 +262,7 @@ class Sandbox:
         bound = bus.MANAGER_RETRY_SECONDS
         deadline = time.monotonic() + bound
         delay = 0.05
+        refusals = 0
         while True:
             generation = _client.generation
             u = UnitChannel(
@@ -278,7 +280,13 @@ class Sandbox:
                 # A start that met a reload may have been re-read from its unit file
                 # half-way: worth another try too.
                 reloaded = isinstance(e, UnitFailedError) and _client.generation != generation
-                if not (unavailable or reloaded):
+                # A unit the worker's guard found weaker than promised (seen: one start
+                # in 500 beside a reload loop) is never used; a fresh one may hold.
+                refused = (
+                    isinstance(e, UnitFailedError) and e.exit_status == frames.GUARD_REFUSED_EXIT
+                )
+                refusals += refused
+                if not (unavailable or reloaded or (refused and refusals <= 2)):
                     raise
                 left = deadline - time.monotonic()
                 if left <= 0:

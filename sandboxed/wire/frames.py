@@ -43,6 +43,10 @@ LOG_FIELDS = (
     "exc_text",
 )
 
+#: The exit status of a supervisor that refused to serve because its unit is not what
+#: was promised (a namespace it does not have: :mod:`sandboxed.worker.guard`).
+GUARD_REFUSED_EXIT = 3
+
 #: The keys of a CALL frame's header part (a codec-encoded dict).
 CALL_HEADER = ("safe", "log_level", "ack")
 

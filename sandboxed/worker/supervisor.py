@@ -64,7 +64,7 @@ def supervise(ctl: socket.socket, guard_spec: str = "") -> None:
         except (guard.GuardError, OSError) as e:
             sys.stderr.write(f"sandboxed: refusing to serve: {e}\n")
             sys.stderr.flush()
-            os._exit(3)
+            os._exit(frames.GUARD_REFUSED_EXIT)
     children: dict[int, int] = {}  # pid -> worker id
     # pid -> read ends of the worker's stdout/stderr pipes: what it wrote to fds 1 and 2
     # just before it died is forwarded from here, before its EXITED.
