@@ -51,7 +51,8 @@ def test_the_cpu_quota_holds_under_a_busy_loop_of_several_threads() -> None:
     threads = 4
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one CPU: several threads could not exceed the quota anyway")
-    assert burn(threads, 0.5) > QUOTA * 1.5  # unsandboxed, the loop takes more
+    # The control: unsandboxed, the loop takes more (the best of three, on a shared machine).
+    assert max(burn(threads, 0.5) for _ in range(3)) > QUOTA * 1.5
     used = CPU_BOX(burn, threads, 3.0)
     assert used <= QUOTA * 1.10
     assert used >= QUOTA * 0.5  # and it did get (about) its share
