@@ -127,16 +127,24 @@ def socketpair(what: str) -> tuple[socket.socket, socket.socket]:
     try:
         return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     except OSError as e:
-        if e.errno not in (errno.EMFILE, errno.ENFILE):
+        limit = descriptor_limit(e, what)
+        if limit is None:
             raise
-        import resource
+        raise limit from e
 
-        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        try:
-            count: int | None = len(os.listdir("/proc/self/fd"))
-        except OSError:
-            count = None
-        raise DescriptorLimitError(what, limit, count) from e
+
+def descriptor_limit(err: OSError, what: str) -> DescriptorLimitError | None:
+    """The :class:`DescriptorLimitError` that ``err`` is (EMFILE, ENFILE), or None."""
+    if err.errno not in (errno.EMFILE, errno.ENFILE):
+        return None
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    try:
+        count: int | None = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        count = None
+    return DescriptorLimitError(what, limit, count)
 
 
 class WorkerChannel:

@@ -21,7 +21,7 @@ from sandboxed._errors import ManagerError, ManagerUnavailableError, UnitFailedE
 from sandboxed.directives.host import UNKNOWN_HOST
 from sandboxed.runtime import call as _call
 from sandboxed.runtime import client as _client
-from sandboxed.runtime.channel import UnitChannel, WorkerChannel
+from sandboxed.runtime.channel import UnitChannel, WorkerChannel, descriptor_limit
 from sandboxed.runtime.client import current_host, manager_client
 from sandboxed.runtime.host_checks import check_host
 from sandboxed.runtime.launch import exec_properties, guard_argument
@@ -490,4 +490,12 @@ class Sandbox:
         ``fresh=True`` runs the call in a worker process of its own, forked for it and
         ended after it: nothing the call changes in its process reaches a later call.
         """
-        return _call.run(self, fn, args, kwargs, timeout, on_start, stats, on_partial, fresh)
+        try:
+            return _call.run(self, fn, args, kwargs, timeout, on_start, stats, on_partial, fresh)
+        except OSError as e:
+            # Out of descriptors anywhere on the way (the reach plan reads directories,
+            # the unit needs sockets): a SandboxError saying so, not a bare EMFILE.
+            limit = descriptor_limit(e, "make a sandboxed call")
+            if limit is None:
+                raise
+            raise limit from e
