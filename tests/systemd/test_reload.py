@@ -271,6 +271,10 @@ def test_500_cold_starts_beside_reloads_and_reexecs_in_a_loop_all_succeed(system
 
 
 @pytest.mark.usefixtures("open_on_254")
+@pytest.mark.xfail(
+    strict=False,
+    reason="a reload announcement missed for 30 s (252 under load, 257): open, issue 15",
+)
 def test_a_unit_whose_restrict_namespaces_a_reload_undid_is_replaced(systemd: object) -> None:
     fn = sandbox(
         User="nobody", RestrictNamespaces=True, Environment=f"PURPOSE=restrict-ns-{os.getpid()}"
