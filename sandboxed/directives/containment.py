@@ -17,8 +17,12 @@ allow lists intersect, system call and address family deny lists unite,
 path lists unite. A single value that would weaken the baseline
 (``PrivateUsers=no``, ``ProtectControlGroups=no``...) is refused with a
 :class:`~sandboxed.ConflictingDirectivesError` that names
-``containment=False``; one that is at least as strict is kept. The user's
-``SystemCallErrorNumber=`` is kept (it chooses an errno, it does not widen).
+``containment=False``; one that is at least as strict is kept, and a stronger
+one is used instead of the baseline's (``ProtectControlGroups=strict``: see
+:data:`AT_LEAST_BASELINE` for the order). A directive's string spelling
+(``ProtectControlGroupsEx=``, ``PrivateUsersEx=``) is the same setting, and is
+combined with the baseline the same way. The user's ``SystemCallErrorNumber=``
+is kept (it chooses an errno, it does not widen).
 
 The worker adds what systemd cannot say (see :mod:`sandboxed.worker.guard`):
 a filter against signals to PID 1, to every process at once and to process
@@ -33,10 +37,10 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Final
 
 from sandboxed._errors import ConflictingDirectivesError
-from sandboxed.directives.directive import Directive
+from sandboxed.directives.directive import DIRECTIVES, Directive
 from sandboxed.directives.presets import combine
 
-__all__ = ["BASELINE", "LABEL", "apply", "check"]
+__all__ = ["AT_LEAST_BASELINE", "BASELINE", "LABEL", "apply", "check"]
 
 LABEL: Final = "containment baseline"
 
@@ -127,21 +131,51 @@ BASELINE: Final[Mapping[str, Directive]] = {
 }
 _ERRNO: Final = Directive.of("SystemCallErrorNumber", "EPERM")
 
+#: The single values that hold at least what the baseline's does, weakest first (the
+#: baseline's own is the first); any other is refused. A boolean baseline not named
+#: here is held by "yes" alone. From systemd.exec(5) of 257:
+#:
+#: * ``ProtectControlGroups=strict`` is ``yes`` (a read-only /sys/fs/cgroup) in a
+#:   cgroup namespace of the unit's own, so the rest of the tree is not even seen.
+#:   ``private`` is *not* above ``yes``: its private mount is writable (systemd
+#:   downgrades it to ``no``, not ``yes``, where it cannot hold it), so it is refused.
+#: * ``PrivateUsers=yes`` (``self``) maps root and the unit's own user only;
+#:   ``identity`` and ``full`` map more of the host's users, over whose files root in
+#:   the namespace then holds its capabilities: weaker, refused.
+AT_LEAST_BASELINE: Final[Mapping[str, tuple[object, ...]]] = {
+    "ProtectControlGroups": (True, "strict"),
+    "PrivateUsers": (True,),
+}
 
-def _combined(user: Directive, base: Directive) -> Directive:
-    """``user`` and ``base`` as one directive at least as strict as both."""
+#: How a directive's string form (``PrivateUsersEx=``) spells the booleans.
+_EX_BOOLEANS: Final[Mapping[str, bool]] = {"yes": True, "self": True, "no": False}
+
+
+def _held(name: str) -> tuple[object, ...]:
+    return AT_LEAST_BASELINE.get(name, (True,))
+
+
+def _rank(d: Directive) -> int:
+    held = _held(d.name)
+    return held.index(d.value) if d.value in held else -1
+
+
+def _combined(user: Directive, base: Directive, written: Directive | None = None) -> Directive:
+    """``user`` and ``base`` as one directive at least as strict as both; ``written`` is
+    the user's directive as they spelled it (``PrivateUsersEx=``), for the message."""
     if user == base:
         return base
     if not user.spec.list_valued:
-        # A single value: the user's may only say the same, and for booleans that is
-        # "yes". Anything else would turn a part of the baseline off.
-        if isinstance(base.value, bool) and user.value is True:
-            return base
-        yours, ours = str(user).split("=", 1)[1], str(base).split("=", 1)[1]
-        err = ConflictingDirectivesError(base.name, (yours, ours), ("yours", LABEL))
+        # A single value: the user's may only say the same or something stronger (for
+        # booleans that is "yes"). Anything else would turn a part of the baseline off.
+        if isinstance(base.value, bool) and _rank(user) >= 0:
+            return user if _rank(user) > _rank(base) else base
+        shown = written or user
+        yours, ours = str(shown).split("=", 1)[1], str(base).split("=", 1)[1]
+        err = ConflictingDirectivesError(shown.name, (yours, ours), ("yours", LABEL))
         # Not "choose one with a keyword": no keyword turns a part of the baseline off.
         err.args = (
-            f"{base.name}={yours} would weaken the containment baseline every sandbox gets "
+            f"{shown.name}={yours} would weaken the containment baseline every sandbox gets "
             f"({base.name}={ours}; docs/security.md); drop it, or pass containment=False, "
             "which turns the whole baseline off",
         )
@@ -157,6 +191,14 @@ def _combined(user: Directive, base: Directive) -> Directive:
         raise
 
 
+def _as_baseline(ex: Directive, name: str) -> Directive:
+    """The string form ``ex`` (``ProtectControlGroupsEx=strict``) spelled as ``name``."""
+    value = ex.value
+    if isinstance(value, str):
+        value = _EX_BOOLEANS.get(value, value)
+    return Directive.of(name, value)
+
+
 def check(directives: Iterable[Directive]) -> None:
     """Raise :class:`ConflictingDirectivesError` if ``directives`` cannot take the baseline."""
     apply(directives)
@@ -169,6 +211,13 @@ def apply(directives: Iterable[Directive], skip: Collection[str] = ()) -> list[D
     for name, base in BASELINE.items():
         if name in skip:
             continue
-        by_name[name] = _combined(by_name[name], base) if name in by_name else base
+        # The string form travels as another bus property (systemd applies whichever
+        # comes last): left beside the baseline's, it would undo it. One setting, one value.
+        asked = [(by_name[name], by_name[name])] if name in by_name else []
+        ex = by_name.pop(name + "Ex", None) if name + "Ex" in DIRECTIVES else None
+        if ex is not None:
+            asked.append((_as_baseline(ex, name), ex))
+        combined = [_combined(d, base, written) for d, written in asked]
+        by_name[name] = max(combined, key=_rank) if combined else base
     by_name.setdefault(_ERRNO.name, _ERRNO)
     return [by_name[k] for k in sorted(by_name)]

@@ -471,7 +471,13 @@ def _option_said(presets: Iterable[Preset], name: str) -> object:
 
 def _raw(raw: Iterable[RawProperty], effective: Mapping[str, Directive]) -> tuple[RawProperty, ...]:
     by_name: dict[str, RawProperty] = {}
-    taken = {p[0]: d for d in effective.values() for p in d.properties()}
+    # Every bus property a directive may travel as (PrivateUsers and PrivateUsersEx are
+    # one setting): a raw property of either spelling would be applied over it.
+    taken = {
+        name: d
+        for d in effective.values()
+        for name in (*(p[0] for p in d.properties()), *d.spec.bus_names)
+    }
     for r in raw:
         if not isinstance(r, RawProperty):
             raise ConfigurationError(

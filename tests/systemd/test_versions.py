@@ -95,3 +95,36 @@ def test_private_cgroups_are_refused_where_systemd_would_drop_them(running: int)
     else:
         assert e.value.needed == 257
     assert fn.sandbox.unit_name is None
+
+
+def cgroup_view() -> tuple[str, str, str]:
+    """The sandbox's cgroup namespace, its own cgroup as it sees it, and /sys/fs/cgroup's
+    mount options."""
+    import os
+
+    with open("/proc/self/cgroup") as f:
+        own = f.read().strip().splitlines()[-1]
+    with open("/proc/self/mounts") as f:
+        opts = next((line.split()[3] for line in f if line.split()[1] == "/sys/fs/cgroup"), "")
+    return os.readlink("/proc/self/ns/cgroup"), own, opts
+
+
+def test_strict_cgroups_are_taken_over_the_baselines_yes_where_they_hold(running: int) -> None:
+    layout = cgroup_mounts()[0]
+    # Stronger than the baseline's ProtectControlGroups=yes: not a conflict with it, so
+    # the sandbox builds; what decides is whether this manager and layout can hold it.
+    fn = sandboxed(ProtectControlGroups="strict")(cgroup_view)
+    if running >= 257 and layout == "unified":
+        ns, own, opts = fn()
+        assert ns != cgroup_view()[0]  # a cgroup namespace of its own
+        assert own == "0::/"  # rooted at its unit: the rest of the tree is not seen
+        assert "ro" in opts.split(",")
+        return
+    with pytest.raises(UnenforceableDirectiveError) as e:
+        fn()
+    assert e.value.directive == "ProtectControlGroups"
+    if running >= 257:
+        assert layout in e.value.reason
+    else:
+        assert (e.value.needed, e.value.running) == (257, running)
+    assert fn.sandbox.unit_name is None

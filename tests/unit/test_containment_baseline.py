@@ -92,6 +92,78 @@ def test_a_value_that_weakens_the_baseline_is_refused_naming_the_opt_out(
     assert "keyword" not in str(info.value)
 
 
+_STRICT = ("ProtectControlGroupsEx", "s", "strict")
+
+
+@pytest.mark.parametrize(
+    ("kw", "value", "props"),
+    [
+        # yes in a cgroup namespace of the unit's own: more than the baseline's yes
+        ({"ProtectControlGroups": "strict"}, "strict", [_STRICT]),
+        ({"ProtectControlGroupsEx": "strict"}, "strict", [_STRICT]),
+        ({"ProtectControlGroups": True}, True, [("ProtectControlGroups", "b", True)]),
+        ({"ProtectControlGroupsEx": "yes"}, True, [("ProtectControlGroups", "b", True)]),
+    ],
+    ids=["strict", "Ex=strict", "yes", "Ex=yes"],
+)
+def test_a_value_at_least_as_strong_as_the_baseline_is_used_in_one_property(
+    kw: dict[str, object], value: object, props: list[tuple[str, str, object]]
+) -> None:
+    OptionSet.build(**kw)  # no conflict when the sandbox is built
+    got = _applied(**kw)
+    assert got["ProtectControlGroups"].value == value
+    assert "ProtectControlGroupsEx" not in got  # one setting, one bus property
+    sent = [p for d in got.values() for p in d.properties() if p[0].startswith("ProtectCon")]
+    assert sent == props
+
+
+def test_a_string_spelling_equal_to_a_boolean_baseline_is_the_baseline() -> None:
+    got = _applied(PrivateUsersEx="self")
+    assert got["PrivateUsers"] == containment.BASELINE["PrivateUsers"]
+    assert "PrivateUsersEx" not in got
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        # writable: systemd itself downgrades it to "no", not "yes", where it cannot hold
+        {"ProtectControlGroups": "private"},
+        {"ProtectControlGroupsEx": "private"},
+        {"ProtectControlGroupsEx": "no"},
+        # more of the host's users mapped: root inside reaches more files
+        {"PrivateUsers": "identity"},
+        {"PrivateUsers": "full"},
+        {"PrivateUsersEx": "identity"},
+        {"PrivateUsersEx": "no"},
+    ],
+    ids=lambda kw: "=".join(map(str, next(iter(kw.items())))),
+)
+def test_a_weaker_graded_value_or_spelling_is_refused_as_written(kw: dict[str, object]) -> None:
+    with pytest.raises(ConflictingDirectivesError) as info:
+        OptionSet.build(**kw)
+    ((name, value),) = kw.items()
+    assert info.value.directive == name
+    assert f"{name}={value}" in str(info.value)
+    assert "would weaken the containment baseline" in str(info.value)
+    assert "containment=False" in str(info.value)
+
+
+def test_the_strongest_of_both_spellings_is_used() -> None:
+    got = _applied(ProtectControlGroups=True, ProtectControlGroupsEx="strict")
+    assert got["ProtectControlGroups"].value == "strict"
+    with pytest.raises(ConflictingDirectivesError):
+        _applied(ProtectControlGroups="strict", ProtectControlGroupsEx="no")
+
+
+@pytest.mark.parametrize("name", ["ProtectControlGroupsEx", "PrivateUsersEx"])
+def test_a_raw_string_spelling_cannot_undo_the_baseline(name: str) -> None:
+    from sandboxed import RawProperty
+
+    with pytest.raises(ConflictingDirectivesError):
+        OptionSet.build(raw=[RawProperty(name, "s", "no")])
+    OptionSet.build(raw=[RawProperty(name, "s", "no")], containment=False)
+
+
 def test_containment_false_takes_a_weakening_value_and_changes_the_key() -> None:
     bare = OptionSet.build(PrivateUsers=False, containment=False)
     assert bare.get("PrivateUsers").value is False  # type: ignore[union-attr]
