@@ -410,7 +410,7 @@ def check_directives(client: Any) -> list[Finding]:
             Finding("ok", f"{len(acceptance)} doubtful directives accepted and applied{how}")
         )
     from sandboxed.directives.enforcement import unenforceable
-    from sandboxed.runtime.enforcement import host_facts
+    from sandboxed.runtime.facts import host_facts
 
     # What a sandbox would refuse here (the rule sandboxed applies before any unit
     # starts), beside what the probe saw: the two must agree.

@@ -4,33 +4,27 @@ systemd accepts some directives and then silently does nothing where the kernel
 or its own build lacks what they need (seen here: ``SocketBindDeny=any`` and
 ``RestrictFileSystems=`` on a systemd built without BPF_FRAMEWORK). A sandbox
 that asks for one of them is refused before any unit starts
-(:mod:`sandboxed.runtime.enforcement` gathers the facts and raises), unless the
-user accepts the directive unenforced with ``accept_unenforced=``.
+(:func:`refuse_unenforceable`, from the host's
+:class:`~sandboxed.directives.facts.HostFacts` that :mod:`sandboxed.runtime.facts`
+gathers), unless the user accepts the directive unenforced with
+``accept_unenforced=``.
 
 One table, one rule each: this is the module to extend with a new kind of
-requirement (a systemd version, the manager being a user manager) rather than
-writing a second mechanism. ``sandboxed doctor`` reads the same table for its
-remedies.
+requirement rather than writing a second mechanism. ``sandboxed doctor`` reads
+the same table for its remedies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
-__all__ = ["REQUIREMENTS", "HostFacts", "Requirement", "unenforceable"]
+from sandboxed._errors import UnenforceableDirectiveError
+from sandboxed.directives.facts import HostFacts
 
-
-@attrs.frozen
-class HostFacts:
-    """What the host offers: systemd's compile-time features (``+BPF_FRAMEWORK``...),
-    the cgroup layout ("unified", "hybrid", "legacy") and the active LSMs."""
-
-    features: frozenset[str] = frozenset()
-    cgroup_layout: str = "unified"
-    lsms: frozenset[str] = frozenset()
+__all__ = ["REQUIREMENTS", "Requirement", "refuse_unenforceable", "unenforceable"]
 
 
 @attrs.frozen
@@ -44,9 +38,11 @@ class Requirement:
     lsm: str = ""  # an active LSM, e.g. "bpf"
 
     def met(self, facts: HostFacts) -> bool:
+        """Unknown build features meet no feature requirement; an unknown layout
+        ("") meets the layout ones (as a layout that could not be read always has)."""
         if self.feature and f"+{self.feature}" not in facts.features:
             return False
-        if self.unified and facts.cgroup_layout != "unified":
+        if self.unified and facts.cgroup_layout not in ("unified", ""):
             return False
         if self.cgroup2 and facts.cgroup_layout == "legacy":
             return False
@@ -83,3 +79,28 @@ def unenforceable(names: Iterable[str], facts: HostFacts) -> list[tuple[str, str
         if unmet:
             out.append((name, "; ".join(unmet)))
     return out
+
+
+def refuse_unenforceable(
+    directives: Iterable[Any], facts: HostFacts, accepted: Iterable[str] | bool = ()
+) -> None:
+    """Raise one :class:`UnenforceableDirectiveError` naming every directive of
+    ``directives`` that ``facts`` cannot enforce and ``accepted`` (an option set's
+    ``accept_unenforced=``: names, or True for all) does not cover."""
+    if accepted is True:
+        return
+    waived = set(accepted or ()) if not isinstance(accepted, bool) else set()
+    directives = list(directives)
+    names = [d.name for d in directives if d.name in REQUIREMENTS and d.name not in waived]
+    if not names:
+        return
+    refused = unenforceable(names, facts)
+    if refused:
+        values = {d.name: "; ".join(d.spec.render(d.value)) for d in directives}
+        listed = ", ".join(repr(n) for n, _ in refused)
+        raise UnenforceableDirectiveError(
+            "this host",
+            [(name, values[name], reason) for name, reason in refused],
+            f"accept the sandbox weaker than asked, explicitly: accept_unenforced=[{listed}] "
+            "(or accept_unenforced=True for every such directive)",
+        )

@@ -1,13 +1,14 @@
 """What the systemd in use can enforce, and refusing what it cannot (facts in, error out).
 
-A sandbox is built against a :class:`Host`: the version of the service manager
-that will start its unit and the machine's cgroup layout. :func:`refuse`
-raises :class:`~sandboxed.UnenforceableDirectiveError` (the one refusal of
-sandboxed, shared with rootless mode) for every directive (or value) that this
-host would not apply as asked — newer than the manager, or
-one that systemd would quietly weaken here — so that no sandbox is ever
-started weaker than it was described. The facts are gathered at the edge
-(:mod:`sandboxed.runtime.pool`); this module stays pure.
+A sandbox is built against the host's :class:`~sandboxed.directives.facts.HostFacts`:
+here, the version of the service manager that will start its unit and the
+machine's cgroup layout. :func:`refuse` raises
+:class:`~sandboxed.UnenforceableDirectiveError` (the one refusal of sandboxed,
+shared with rootless mode) for every directive (or value) that this host would
+not apply as asked — newer than the manager, or one that systemd would quietly
+weaken here — so that no sandbox is ever started weaker than it was described.
+The facts are gathered at the edge (:mod:`sandboxed.runtime.facts`); this module
+stays pure.
 
 To refuse something else the host cannot enforce, add a rule to
 :data:`RULES`: a function of (directive, host) returning (reason, remedy), or
@@ -26,52 +27,29 @@ import attrs
 
 from sandboxed._errors import UnenforceableDirectiveError
 from sandboxed.directives.directive import Directive
-
-#: systemd 257 made ProtectHome=tmpfs's /root a read-only tmpfs of mode 0700.
-PROTECT_HOME_SEALS_ROOT = 257
+from sandboxed.directives.facts import HostFacts
 
 
-@attrs.frozen
-class Host:
-    """The manager's systemd version (0: unknown) and the cgroup layout ("" unknown)."""
-
-    version: int = 0
-    cgroups: str = ""  # "unified", "hybrid" or "legacy"
-
-    def has(self, version: int) -> bool:
-        """True if this host's systemd is at least ``version`` (an unknown one is not)."""
-        return self.version >= version > 0 or version == 0
-
-    @property
-    def seals_root(self) -> bool:
-        """``ProtectHome=tmpfs`` makes ``/root`` 0700 here (systemd 257 and later)."""
-        return self.version >= PROTECT_HOME_SEALS_ROOT
-
-
-#: A host nothing is known of: nothing is refused for its version or layout.
-UNKNOWN_HOST = Host()
-
-
-def _private_cgroups_on_v1(d: Directive, host: Host) -> tuple[str, str] | None:
+def _private_cgroups_on_v1(d: Directive, host: HostFacts) -> tuple[str, str] | None:
     if d.name not in ("ProtectControlGroups", "ProtectControlGroupsEx"):
         return None
-    if d.value not in ("private", "strict") or host.cgroups not in ("hybrid", "legacy"):
+    if d.value not in ("private", "strict") or host.cgroup_layout not in ("hybrid", "legacy"):
         return None
     return (
-        f"on this {host.cgroups} cgroup layout systemd quietly turns it into no (a private "
+        f"on this {host.cgroup_layout} cgroup layout systemd quietly turns it into no (a private "
         "cgroup mount needs a pure cgroup2 host)",
         "use ProtectControlGroups=yes (read-only cgroups), which holds everywhere",
     )
 
 
-Rule = Callable[[Directive, Host], "tuple[str, str] | None"]
+Rule = Callable[[Directive, HostFacts], "tuple[str, str] | None"]
 
 #: Checks of what a host cannot enforce: each returns (reason, remedy), or None.
 RULES: list[Rule] = [_private_cgroups_on_v1]
 
 
 def refuse(
-    directives: Iterable[Directive], host: Host, accepted: Iterable[str] | bool = ()
+    directives: Iterable[Directive], host: HostFacts, accepted: Iterable[str] | bool = ()
 ) -> None:
     """Raise UnenforceableDirectiveError naming every directive ``host`` cannot apply as asked.
 
@@ -134,7 +112,7 @@ STRONGER: tuple[Stronger, ...] = (
 )
 
 
-def stronger(directives: Iterable[Directive], host: Host) -> tuple[list[Directive], list[str]]:
+def stronger(directives: Iterable[Directive], host: HostFacts) -> tuple[list[Directive], list[str]]:
     """Directives to add where ``host`` offers a stronger form, and a note on each choice.
 
     A directive the option set already sets is never changed.

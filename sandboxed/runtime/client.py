@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 from sandboxed._errors import ManagerError
-from sandboxed.directives.host import Host
 
 _client_lock = threading.Lock()
 _client: Any = None
@@ -95,25 +94,3 @@ def while_unavailable(fn: Callable[[], Any]) -> Any:
 def reset_after_fork() -> None:
     global _client
     _client = None
-
-
-_layout: str | None = None
-
-
-def current_host() -> Host:
-    """The facts sandboxes are built against: the manager's version, the cgroup layout."""
-    global _layout
-    if _layout is None:
-        from sandboxed.systemd.cgroups import cgroup_mounts
-
-        try:
-            _layout = cgroup_mounts()[0]
-        except Exception:  # noqa: BLE001 - an unknown layout refuses nothing by layout
-            _layout = ""
-    try:
-        version = int(manager_client().version_number)
-    except ManagerError:
-        raise
-    except Exception:  # noqa: BLE001 - a manager that will not say: its own checks remain
-        version = 0
-    return Host(version, _layout)

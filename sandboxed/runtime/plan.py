@@ -10,10 +10,11 @@ import attrs
 
 from sandboxed.directives import containment as baseline
 from sandboxed.directives.directive import DIRECTIVES, Directive
-from sandboxed.directives.host import UNKNOWN_HOST, Host, refuse, stronger
+from sandboxed.directives.enforcement import refuse_unenforceable
+from sandboxed.directives.facts import UNKNOWN_HOST, HostFacts
+from sandboxed.directives.host import refuse, stronger
 from sandboxed.directives.options import bus_properties
 from sandboxed.directives.rootless import NOT_IN_USER_MANAGERS, UserManagerHost
-from sandboxed.runtime.enforcement import refuse_unenforceable
 from sandboxed.runtime.reach import Identity, check_module_file, needed_paths, plan
 
 Property = tuple[str, str, object]
@@ -116,7 +117,7 @@ def reach_directives(
     options: Any,
     who: Identity | None = None,
     binder: Identity | None = None,
-    host: Host = UNKNOWN_HOST,
+    host: HostFacts = UNKNOWN_HOST,
 ) -> tuple[list[Directive], Directive | None, tuple[str, ...], tuple[Exception, ...]]:
     """Extra directives that make the interpreter and code reachable (see :mod:`_reach`).
 
@@ -161,7 +162,7 @@ def merged_directives(
     options: Any,
     who: Identity | None = None,
     binder: Identity | None = None,
-    host: Host = UNKNOWN_HOST,
+    host: HostFacts = UNKNOWN_HOST,
 ) -> tuple[list[Any], tuple[str, ...], tuple[Exception, ...]]:
     """The directives (the containment baseline already in: :func:`contained`) merged
     with the reachability ones and the stronger forms ``host`` offers, the notes
@@ -218,20 +219,22 @@ def guard_plan(options: Any, rootless: UserManagerHost | None = None) -> tuple[l
 
 
 def unit_plan(
-    options: Any, rootless: UserManagerHost | None = None, host: Host = UNKNOWN_HOST
+    options: Any, rootless: UserManagerHost | None = None, host: HostFacts = UNKNOWN_HOST
 ) -> tuple[list[Property], tuple[str, ...], tuple[Exception, ...]]:
     """(bus properties, notes on adjustments, unreachable optional code paths).
 
     ``rootless``: the user manager the unit will run in, if it is one; the
     options then take their rootless form (:mod:`sandboxed.runtime.rootless`),
     which raises :class:`UnenforceableDirectiveError` for what it cannot hold;
-    so does a directive this host cannot enforce (:mod:`sandboxed.runtime.enforcement`),
-    and one too new for ``host``'s systemd or weakened on its cgroup layout
-    (:mod:`sandboxed.directives.host`). The containment baseline is added to what
-    the user asked for.
+    so does a directive ``host`` cannot enforce (:mod:`sandboxed.directives.enforcement`),
+    and one too new for its systemd or weakened on its cgroup layout
+    (:mod:`sandboxed.directives.host`): both rule sets read the one record of
+    ``host``'s facts (:mod:`sandboxed.runtime.facts`). The containment baseline is
+    added to what the user asked for.
     """
-    refuse_unenforceable(options)
-    refuse(options.directives, host, getattr(options, "accept_unenforced", ()))
+    accepted = getattr(options, "accept_unenforced", ())
+    refuse_unenforceable(options.directives, host, accepted)
+    refuse(options.directives, host, accepted)
     who = None
     rootless_notes: tuple[str, ...] = ()
     if rootless is not None:

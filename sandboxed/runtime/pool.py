@@ -18,11 +18,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sandboxed._errors import ManagerError, ManagerUnavailableError, UnitFailedError
-from sandboxed.directives.host import UNKNOWN_HOST
+from sandboxed.directives.facts import UNKNOWN_HOST
 from sandboxed.runtime import call as _call
 from sandboxed.runtime import client as _client
 from sandboxed.runtime.channel import UnitChannel, WorkerChannel, descriptor_limit
-from sandboxed.runtime.client import current_host, manager_client
+from sandboxed.runtime.client import manager_client
+from sandboxed.runtime.facts import host_facts
 from sandboxed.runtime.host_checks import check_host
 from sandboxed.runtime.launch import exec_properties, guard_argument
 from sandboxed.runtime.plan import (
@@ -128,7 +129,7 @@ class Sandbox:
             # directive this host (or its systemd's version) cannot enforce is refused:
             # decided here, before any unit of this sandbox exists.
             rootless = _client.while_unavailable(lambda: user_manager_host(manager_client()))
-            self.host = _client.while_unavailable(current_host)
+            self.host = _client.while_unavailable(host_facts)
             self._props_cache, self.notes, self.unreachable = unit_plan(
                 self.options, rootless, self.host
             )
@@ -141,7 +142,7 @@ class Sandbox:
         host = self.host
         lines = [
             self.options.describe(),
-            f"on this host: systemd {host.version}, {host.cgroups} cgroups",
+            f"on this host: systemd {host.version}, {host.cgroup_layout} cgroups",
         ]
         lines += [f"  {note}" for note in self.notes] or ["  (nothing adjusted)"]
         return "\n".join(lines)

@@ -391,7 +391,7 @@ def test_finding_10_a_directive_this_host_cannot_enforce_is_refused_before_any_u
 ) -> None:
     from sandboxed import UnenforceableDirectiveError
     from sandboxed.directives.enforcement import unenforceable
-    from sandboxed.runtime.enforcement import host_facts
+    from sandboxed.runtime.facts import host_facts
 
     refused = dict(unenforceable(["SocketBindDeny"], host_facts(systemd.client())))
     run = in_sandbox(SocketBindDeny="any")
@@ -411,7 +411,7 @@ def test_finding_10_a_directive_this_host_cannot_enforce_is_refused_before_any_u
 def test_finding_10_restrict_file_systems_is_refused_where_unenforceable(systemd: Any) -> None:
     from sandboxed import UnenforceableDirectiveError
     from sandboxed.directives.enforcement import unenforceable
-    from sandboxed.runtime.enforcement import host_facts
+    from sandboxed.runtime.facts import host_facts
 
     if not unenforceable(["RestrictFileSystems"], host_facts(systemd.client())):
         assert in_sandbox(RestrictFileSystems="~sysfs")(os.listdir, "/proc") is not None

@@ -25,7 +25,8 @@ import pytest
 
 from sandboxed._errors import UnenforceableDirectiveError, UnitFailedError
 from sandboxed.directives.directive import DIRECTIVES, Directive
-from sandboxed.directives.host import Host, refuse
+from sandboxed.directives.facts import HostFacts
+from sandboxed.directives.host import refuse
 from sandboxed.systemd.bus import SERVICE_IFACE, UNIT_IFACE
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -216,7 +217,7 @@ def test_our_properties_match_systemd_run(outcomes: dict[str, Outcome], case: An
         assert outcome["ref_status"].startswith("rejected"), outcome["ref_status"]
         directive = Directive.of(case[0], case[2] if len(case) == 3 else case[1])
         with pytest.raises(UnenforceableDirectiveError) as refused:
-            refuse([directive], Host(outcome["running"]))
+            refuse([directive], HostFacts(outcome["running"]))
         assert refused.value.directive == case[0]
         assert (refused.value.needed, refused.value.running) == (
             outcome["needs"],

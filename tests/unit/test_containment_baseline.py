@@ -12,7 +12,8 @@ from sandboxed import (
 )
 from sandboxed.directives import containment
 from sandboxed.directives.directive import Directive
-from sandboxed.directives.enforcement import HostFacts, unenforceable
+from sandboxed.directives.enforcement import unenforceable
+from sandboxed.directives.facts import HostFacts
 from sandboxed.directives.options import OptionSet
 
 
@@ -183,8 +184,14 @@ def test_a_raw_property_cannot_undo_the_baseline() -> None:
         OptionSet.build(raw=[RawProperty("PrivateUsers", "b", False)])
 
 
-_NO_BPF = HostFacts(frozenset({"+SECCOMP", "-BPF_FRAMEWORK"}), "hybrid", frozenset())
-_ALL = HostFacts(frozenset({"+BPF_FRAMEWORK"}), "unified", frozenset({"bpf", "apparmor"}))
+_NO_BPF = HostFacts(
+    features=frozenset({"+SECCOMP", "-BPF_FRAMEWORK"}), cgroup_layout="hybrid", lsms=frozenset()
+)
+_ALL = HostFacts(
+    features=frozenset({"+BPF_FRAMEWORK"}),
+    cgroup_layout="unified",
+    lsms=frozenset({"bpf", "apparmor"}),
+)
 
 
 @pytest.mark.parametrize(
@@ -197,12 +204,12 @@ _ALL = HostFacts(frozenset({"+BPF_FRAMEWORK"}), "unified", frozenset({"bpf", "ap
         (["SocketBindDeny", "RestrictFileSystems", "CPUQuota"], _ALL, []),
         (
             ["RestrictFileSystems"],
-            HostFacts(frozenset({"+BPF_FRAMEWORK"})),
+            HostFacts(features=frozenset({"+BPF_FRAMEWORK"})),
             ["RestrictFileSystems"],
         ),
         (
             ["SocketBindDeny"],
-            HostFacts(frozenset({"+BPF_FRAMEWORK"}), "hybrid"),
+            HostFacts(features=frozenset({"+BPF_FRAMEWORK"}), cgroup_layout="hybrid"),
             ["SocketBindDeny"],
         ),
     ],
