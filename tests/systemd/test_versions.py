@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sandboxed import Hardened, UnenforceableDirectiveError, sandboxed
+from sandboxed import ConflictingDirectivesError, Hardened, UnenforceableDirectiveError, sandboxed
 from sandboxed.systemd.cgroups import cgroup_mounts
 
 pytestmark = pytest.mark.systemd
@@ -128,3 +128,27 @@ def test_strict_cgroups_are_taken_over_the_baselines_yes_where_they_hold(running
     else:
         assert (e.value.needed, e.value.running) == (257, running)
     assert fn.sandbox.unit_name is None
+
+
+def user_namespace() -> str:
+    import os
+
+    return os.readlink("/proc/self/ns/user")
+
+
+def test_the_string_spelling_of_private_users_is_one_setting_with_the_baseline(
+    running: int,
+) -> None:
+    # Sent beside the baseline's PrivateUsers=yes, PrivateUsersEx=no was applied last
+    # by systemd 257 (measured): the unit ran in the host's user namespace.
+    with pytest.raises(ConflictingDirectivesError):
+        sandboxed(PrivateUsersEx="no")
+    fn = sandboxed(PrivateUsersEx="self")(user_namespace)
+    if running < 257:
+        with pytest.raises(UnenforceableDirectiveError) as e:
+            fn()
+        assert (e.value.directive, e.value.needed) == ("PrivateUsersEx", 257)
+        return
+    sent = [p[0] for p in fn.sandbox.base_properties() if p[0].startswith("PrivateUsers")]
+    assert sent == ["PrivateUsers"]  # one property: the baseline's own
+    assert fn() != user_namespace()
