@@ -66,6 +66,36 @@ UNIT_PATH = (
     "/run/systemd/generator.late",
 )
 KEPT_STOPS = 32
+# systemd 254 logs who asked for a Reload() or Reexecute() and, asking the bus for
+# the caller's PID, aborts (PID 1, and with it every sandbox) when the bus says 0:
+# what its dbus-daemon, inside the manager's PID namespace, reports for any caller
+# in the host's namespaces (sd-bus takes the 0, then asserts ``pid > 0``). Measured
+# on 254; 252 does not log the caller, 257 checks the PID. 255 and 256 are not
+# measured and are treated as 254. The embedded bus of these versions refuses both
+# calls (AccessDenied); systemctl in the manager's namespaces uses the private socket.
+REFUSE_RELOAD_ON_BUS = range(254, 257)
+DBUS_SYSTEM_CONFIGS = ("/usr/share/dbus-1/system.conf", "/etc/dbus-1/system.conf")
+_REFUSE_RELOAD_POLICY = """\
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<!-- Written by sandboxed: systemd {version} aborts on a Reload() or Reexecute()
+     from a caller whose PID its namespace cannot see. -->
+<busconfig>
+  <include>{system}</include>
+  <policy context="mandatory">
+    <deny send_destination="org.freedesktop.systemd1"
+          send_interface="org.freedesktop.systemd1.Manager" send_member="Reload"/>
+    <deny send_destination="org.freedesktop.systemd1"
+          send_interface="org.freedesktop.systemd1.Manager" send_member="Reexecute"/>
+  </policy>
+</busconfig>
+"""
+_REFUSE_RELOAD_DROP_IN = """\
+[Service]
+ExecStart=
+ExecStart=/usr/bin/dbus-daemon --config-file={config} --address=systemd: --nofork \
+--nopidfile --systemd-activation --nosyslog
+"""
 
 
 def state_dir() -> Path:
@@ -434,7 +464,21 @@ def _clear_run_dir(run: Path) -> None:
         shutil.rmtree(run, ignore_errors=True)
 
 
-def _unit_dir(directory: Path) -> Path:
+def systemd_version(systemd: str) -> int:
+    """The version number of the systemd binary ``systemd`` (0 when it does not say)."""
+    try:
+        out = subprocess.run(
+            [systemd, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    words = out.split()
+    if len(words) >= 2 and words[0] == "systemd" and words[1].isdigit():
+        return int(words[1])
+    return 0
+
+
+def _unit_dir(directory: Path, version: int = 0) -> Path:
     src = Path(__file__).resolve().parent.parent / "units"
     # Inside the manager's namespaces only its /run (our run dir) is visible at
     # the same place; the unit search path must live there.
@@ -442,6 +486,16 @@ def _unit_dir(directory: Path) -> Path:
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
+    system = next((c for c in DBUS_SYSTEM_CONFIGS if os.path.isfile(c)), None)
+    config = dst.parent / "dbus-system.conf"
+    config.unlink(missing_ok=True)
+    if version in REFUSE_RELOAD_ON_BUS and system is not None:
+        config.write_text(_REFUSE_RELOAD_POLICY.format(version=version, system=system))
+        drop_in = dst / "dbus.service.d"
+        drop_in.mkdir()
+        (drop_in / "refuse-reload.conf").write_text(
+            _REFUSE_RELOAD_DROP_IN.format(config="/run/sandboxed/dbus-system.conf")
+        )
     return dst
 
 
@@ -491,7 +545,7 @@ def _start_locked(
     _write_state(directory, st)
     run = directory / "run"
     run.mkdir(mode=0o755, exist_ok=True)
-    _unit_dir(directory)
+    _unit_dir(directory, systemd_version(systemd))
     empty = run / "sandboxed" / "empty"
     empty.mkdir(mode=0o755, parents=True, exist_ok=True)
     log = directory / "manager.log"
