@@ -207,16 +207,24 @@ class DirectiveRejectedError(ManagerError, ValueError):
 class UnitFailedError(ManagerError):
     """A transient unit failed to start or its worker did not come up.
 
-    Attributes: ``unit``, ``result``, ``stderr`` (what the worker printed, if anything).
+    Attributes: ``unit``, ``result``, ``stderr`` (what the worker printed, if anything),
+    ``exit_status`` (systemd's, when it was learnt), ``vanished`` (the manager no longer
+    had the unit when its status was asked, and the worker printed nothing).
     """
 
     def __init__(
-        self, unit: str, result: str, stderr: str = "", exit_status: int | None = None
+        self,
+        unit: str,
+        result: str,
+        stderr: str = "",
+        exit_status: int | None = None,
+        vanished: bool = False,
     ) -> None:
         self.unit = unit
         self.result = result
         self.stderr = stderr
         self.exit_status = exit_status
+        self.vanished = vanished
         detail = f"\n--- worker stderr ---\n{stderr}" if stderr else ""
         super().__init__(f"unit {unit} failed to start: {result}{detail}")
 

@@ -247,7 +247,10 @@ class UnitChannel:
             self.close()
             with contextlib.suppress(Exception):
                 client.stop_unit(self.name, wait=False)
-            raise UnitFailedError(self.name, cause, detail, exit_status=status) from None
+            vanished = self.end is None and not detail
+            raise UnitFailedError(
+                self.name, cause, detail, exit_status=status, vanished=vanished
+            ) from None
         self.ctl.settimeout(None)
         if self._env:
             # Before any SPAWN on the same ordered channel: every worker forks with it.

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sandboxed._errors import ManagerError
+from sandboxed._errors import DBusError, ManagerError
 
 _client_lock = threading.Lock()
 _client: Any = None
@@ -68,9 +68,52 @@ def manager_client() -> Any:
 
 
 def _recheck_while_open(client: Any) -> None:
-    while not client.closed and client is _client:
+    # While the connection is open, whether or not it is still the shared one (a
+    # client put aside and brought back must not come back without its recheck).
+    seen = _loaded_at_or_none(client)
+    while not client.closed:
         time.sleep(RECHECK_SECONDS)
-        _recheck_due()
+        now = _loaded_at_or_none(client)
+        if now is not None and seen is not None and now != seen:
+            _manager_changed()  # a reload or re-exec the manager did not announce to us
+        else:
+            _recheck_due()
+        if now is not None:
+            seen = now
+
+
+def _loaded_at_or_none(client: Any) -> int | None:
+    try:
+        return units_loaded_at(client)
+    except Exception:  # noqa: BLE001 - no answer now: the blind recheck covers it
+        return None
+
+
+def units_loaded_at(client: Any = None) -> int | None:
+    """When the manager last loaded its units (at boot, a reload or a re-exec), in
+    microseconds of ``CLOCK_MONOTONIC`` (the clock of :func:`time.monotonic`); None
+    when it does not say. :class:`ManagerError` when it does not answer.
+
+    systemd's ``UnitsLoadTimestampMonotonic`` is 0 until the first reload, then the
+    time of the last one: what tells a bus client (sent no ``Reloading`` signal
+    unless someone subscribed) that a reload happened.
+    """
+    try:
+        return int((client or manager_client()).manager_property("UnitsLoadTimestampMonotonic"))
+    except DBusError as e:
+        if e.name.endswith(("UnknownProperty", "InvalidArgs")):
+            return None
+        raise
+
+
+def reloaded_since(t0: float) -> bool:
+    """Did the manager reload or re-execute after ``t0`` (a :func:`time.monotonic`)?
+    Waits (bounded) for a manager that is re-executing; False when it cannot tell."""
+    try:
+        at = while_unavailable(units_loaded_at)
+    except Exception:  # noqa: BLE001 - cannot tell
+        return False
+    return at is not None and at >= int(t0 * 1_000_000)
 
 
 def while_unavailable(fn: Callable[[], Any]) -> Any:

@@ -266,6 +266,7 @@ class Sandbox:
         refusals = 0
         while True:
             generation = _client.generation
+            began = time.monotonic()
             u = UnitChannel(
                 self._new_unit_name(),
                 self.unit_properties,
@@ -279,15 +280,23 @@ class Sandbox:
             except ManagerError as e:
                 unavailable = bus.manager_unavailable(e)
                 # A start that met a reload may have been re-read from its unit file
-                # half-way: worth another try too.
-                reloaded = isinstance(e, UnitFailedError) and _client.generation != generation
+                # half-way: worth another try too. A bus client is told of no reload:
+                # the manager says when it last loaded its units.
+                reloaded = isinstance(e, UnitFailedError) and (
+                    _client.generation != generation or _client.reloaded_since(began)
+                )
                 # A unit the worker's guard found weaker than promised (seen: one start
                 # in 500 beside a reload loop) is never used; a fresh one may hold.
                 refused = (
                     isinstance(e, UnitFailedError) and e.exit_status == frames.GUARD_REFUSED_EXIT
                 )
-                refusals += refused
-                if not (unavailable or reloaded or (refused and refusals <= 2)):
+                # A unit the manager no longer had when we asked why it failed, with
+                # nothing on the worker's stderr: dropped by the manager in a way the
+                # checks above could not tell, or a worker that exited 0 before READY.
+                # Twice at most, so a real failure still surfaces quickly, unchanged.
+                vanished = isinstance(e, UnitFailedError) and e.vanished
+                refusals += refused or vanished
+                if not (unavailable or reloaded or ((refused or vanished) and refusals <= 2)):
                     raise
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -211,12 +211,15 @@ class Connection:
             with self._pending_lock:
                 self._closed = True
                 pending, self._pending = self._pending, {}
-            for fut in pending.values():
-                if not fut.done():
-                    fut.set_exception(ConnectionLost(f"connection to {self.address} lost"))
+            # Listeners first: a caller woken by ConnectionLost must already see what
+            # the loss means (runtime.client bumps the manager's generation, so a start
+            # that failed as a re-exec dropped us is retried, not reported).
             for listener in list(self._listeners):
                 with contextlib.suppress(Exception):
                     listener(None)
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionLost(f"connection to {self.address} lost"))
 
     def _dispatch(self, msg: Message) -> None:
         kind = msg.header.message_type

@@ -1,4 +1,5 @@
-"""A manager that does not answer is a ManagerError saying which call (issue 16).
+"""A manager that does not answer is a ManagerError saying which call (issue 16), and a
+connection it drops is known as lost before any call learns it (issue 15).
 
 A fake bus peer (a socket that authenticates, answers ``Hello`` and then stays
 silent, or answers ``NoReply`` as dbus-daemon does when systemd is too slow)
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +52,9 @@ def _serve(server: socket.socket) -> None:
             reply = None
             if member == "Hello":
                 reply = new_method_return(msg, "s", (":1.42",))
+            elif member == "Drop":  # what a re-exec does to a peer-to-peer connection
+                conn.close()
+                return
             elif member == "AnswerNoReply":
                 reply = new_error(
                     msg, "org.freedesktop.DBus.Error.NoReply", "s", ("Did not receive a reply",)
@@ -97,5 +102,29 @@ def test_a_no_reply_error_from_the_bus_says_which_call_went_unanswered(silent_bu
         with pytest.raises(ManagerError) as info:
             conn.call(_call("AnswerNoReply"), timeout=5)  # type: ignore[arg-type]
         assert "did not answer AnswerNoReply() in time" in str(info.value)
+    finally:
+        conn.close()
+
+
+def test_a_dropped_connection_is_announced_before_the_calls_it_failed_wake(
+    silent_bus: str,
+) -> None:
+    # A start that fails as a re-exec drops the connection is retried only if the
+    # loss (runtime.client's generation) is known by the time the failed call returns.
+    from sandboxed._errors import ConnectionLost
+
+    conn = Connection(silent_bus, timeout=5)
+    announced = threading.Event()
+
+    def on_message(msg: object) -> None:
+        if msg is None:
+            time.sleep(0.3)  # a slow listener: the failed call must still wait for it
+            announced.set()
+
+    conn.add_listener(on_message)
+    try:
+        with pytest.raises(ConnectionLost):
+            conn.call(_call("Drop"), timeout=5)  # type: ignore[arg-type]
+        assert announced.is_set()
     finally:
         conn.close()
