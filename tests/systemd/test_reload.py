@@ -145,6 +145,34 @@ def _manager_reload(systemd: object) -> None:
     assert client.generation != before
 
 
+def test_a_reload_is_learnt_of_on_every_connection_even_one_put_aside_and_brought_back(
+    systemd: object,
+) -> None:
+    # On a peer-to-peer connection the manager announces it; on a message bus (the
+    # embedded path) it announces nothing to an unsubscribed client, and the library
+    # reads when the manager last loaded its units. A client put aside (as the
+    # unreachable_manager fixture does) and brought back keeps learning. (The reload is
+    # asked as in _manager_reload.)
+    from sandboxed.runtime import client
+
+    shared = client.manager_client()
+    with client._client_lock:
+        client._client = None
+    time.sleep(client.RECHECK_SECONDS * 1.5)
+    with client._client_lock:
+        client._client = shared
+    before = client.announced
+    if shared.peer_to_peer:
+        shared.manager_call("Reload")
+    else:
+        r = systemd.run(["systemctl", "daemon-reload"])  # type: ignore[attr-defined]
+        assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 30
+    while client.announced == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.announced != before
+
+
 def test_a_unit_that_lost_its_configuration_in_a_reload_is_replaced_before_the_next_call(
     systemd: object,
 ) -> None:
@@ -231,13 +259,8 @@ def unreachable_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
     locate.forget()
     with client._client_lock:
         client._client = saved
-    if saved is not None and not saved.closed and not saved.peer_to_peer:
-        # Its periodic recheck ended when it stopped being the process's client: without
-        # one, the tests after this one would wait for reload announcements a message
-        # bus does not send (each such wait then missed a reload for 30 s).
-        threading.Thread(
-            target=client._recheck_while_open, args=(saved,), name="sandboxed-recheck", daemon=True
-        ).start()
+    # Its periodic recheck goes on while it is open, though it was put aside: see
+    # test_a_reload_is_learnt_of_on_every_connection_even_one_put_aside_and_brought_back.
 
 
 def test_a_start_without_a_manager_retries_for_a_bounded_time_then_raises_a_manager_error(
