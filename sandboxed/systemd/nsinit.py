@@ -9,7 +9,9 @@ This module is the keeper process of an embedded manager. It is started by
    or unmounts reaches the host), mounts a fresh /proc, a read-only /sys and
    /proc/sys, fresh cgroup file systems rooted at its own cgroups, and a
    private /run that is a directory of the host (so the manager's sockets are
-   reachable from the host's namespaces), then drops CAP_SYS_MODULE and execs
+   reachable from the host's namespaces), makes /etc/systemd read-only (what the
+   manager would write there would configure the host's systemd), then drops
+   CAP_SYS_MODULE and execs
    systemd with a unit search path that holds only our own units (and the
    directories under its private /run where systemd keeps its transient units);
 3. the keeper stays in the host's PID namespace, reaps PID 1 when it exits and
@@ -124,6 +126,12 @@ def _pid1(cfg: dict[str, object]) -> None:
         mount(str(cfg["console"]), "/dev/console", None, MS_BIND)
     mount(str(cfg["run_dir"]), "/run", None, MS_BIND)
     os.makedirs("/run/lock", exist_ok=True)
+    # The manager shares the host's /etc: whatever it would write there (a
+    # `systemctl set-property` without --runtime, enable, edit, link, a first-boot
+    # preset) would change the host's own systemd configuration. Read-only here, so
+    # such a request fails (EROFS) instead; its private /run takes the runtime forms.
+    if os.path.isdir("/etc/systemd"):
+        bind_readonly("/etc/systemd", recursive=True)
     _libc.sethostname(b"sandboxed", 9)
     _check(_libc.prctl(PR_CAPBSET_DROP, CAP_SYS_MODULE, 0, 0, 0), "prctl(PR_CAPBSET_DROP)")
     env = {

@@ -110,6 +110,44 @@ def test_only_our_own_units_exist_in_the_manager(state: Path) -> None:
     assert services <= {"dbus.service"}, services
 
 
+def _listing(path: Path) -> set[str] | None:
+    return {str(p.relative_to(path)) for p in path.rglob("*")} if path.exists() else None
+
+
+def test_what_the_manager_would_write_to_etc_systemd_fails_and_the_host_keeps_its_own(
+    state: Path,
+) -> None:
+    # The manager shares the host's file system: a persistent set-property on a unit
+    # loaded from a file writes a drop-in into the host's own
+    # /etc/systemd/system.control (seen before the fix; a transient unit's go to its
+    # private /run). dbus.service is such a unit of the embedded manager.
+    m = embedded.start(state)
+    etc = Path("/etc/systemd")
+    before = {d: _listing(etc / d) for d in ("system.control", "system")}
+    persistent = subprocess.run(
+        [*m.tool_prefix, "systemctl", "set-property", "dbus.service", "CPUWeight=100"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert {d: _listing(etc / d) for d in before} == before
+    # systemd 252 reports success for it (it does not say that it could not write the
+    # drop-in); nothing holds the setting anywhere.
+    show = [*m.tool_prefix, "systemctl", "show", "-p", "DropInPaths", "dbus.service"]
+    assert subprocess.run(show, capture_output=True, text=True).stdout.strip() == "DropInPaths="
+    # The runtime form (the manager's private /run) still works.
+    runtime = subprocess.run(
+        [*m.tool_prefix, "systemctl", "set-property", "--runtime", "dbus.service", "CPUWeight=100"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert runtime.returncode == 0, runtime.stderr
+    dropins = subprocess.run(show, capture_output=True, text=True).stdout
+    assert "/run/systemd/system.control/dbus.service.d/" in dropins
+    assert {d: _listing(etc / d) for d in before} == before
+
+
 def test_second_start_reuses_the_running_manager(state: Path) -> None:
     first = embedded.start(state)
     second = embedded.start(state)
