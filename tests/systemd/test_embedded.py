@@ -124,7 +124,7 @@ def test_what_the_manager_would_write_to_etc_systemd_fails_and_the_host_keeps_it
     m = embedded.start(state)
     etc = Path("/etc/systemd")
     before = {d: _listing(etc / d) for d in ("system.control", "system")}
-    persistent = subprocess.run(
+    subprocess.run(
         [*m.tool_prefix, "systemctl", "set-property", "dbus.service", "CPUWeight=100"],
         capture_output=True,
         text=True,
