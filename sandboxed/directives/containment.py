@@ -37,7 +37,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Final
 
 from sandboxed._errors import ConflictingDirectivesError
-from sandboxed.directives.directive import DIRECTIVES, Directive
+from sandboxed.directives.directive import Directive, setting_of
 from sandboxed.directives.presets import combine
 
 __all__ = ["AT_LEAST_BASELINE", "BASELINE", "LABEL", "apply", "check"]
@@ -147,9 +147,6 @@ AT_LEAST_BASELINE: Final[Mapping[str, tuple[object, ...]]] = {
     "PrivateUsers": (True,),
 }
 
-#: How a directive's string form (``PrivateUsersEx=``) spells the booleans.
-_EX_BOOLEANS: Final[Mapping[str, bool]] = {"yes": True, "self": True, "no": False}
-
 
 def _held(name: str) -> tuple[object, ...]:
     return AT_LEAST_BASELINE.get(name, (True,))
@@ -191,14 +188,6 @@ def _combined(user: Directive, base: Directive, written: Directive | None = None
         raise
 
 
-def _as_baseline(ex: Directive, name: str) -> Directive:
-    """The string form ``ex`` (``ProtectControlGroupsEx=strict``) spelled as ``name``."""
-    value = ex.value
-    if isinstance(value, str):
-        value = _EX_BOOLEANS.get(value, value)
-    return Directive.of(name, value)
-
-
 def check(directives: Iterable[Directive]) -> None:
     """Raise :class:`ConflictingDirectivesError` if ``directives`` cannot take the baseline."""
     apply(directives)
@@ -207,17 +196,24 @@ def check(directives: Iterable[Directive]) -> None:
 def apply(directives: Iterable[Directive], skip: Collection[str] = ()) -> list[Directive]:
     """``directives`` with the baseline combined in (sorted by name); ``skip`` names
     baseline directives to leave out (those a user manager does not support)."""
-    by_name = {d.name: d for d in directives}
+    # By setting: a string spelling travels as another bus property (systemd applies
+    # whichever comes last), so left beside the baseline's it would undo it. An option
+    # set holds each setting once, in its own spelling; directives handed here may not.
+    asked: dict[str, list[Directive]] = {}
+    for d in directives:
+        asked.setdefault(setting_of(d.name), []).append(d)
+    by_name: dict[str, Directive] = {}
+    for name, written in asked.items():
+        if name in BASELINE and name not in skip:
+            continue  # combined with the baseline below, each spelling on its own
+        one = written[0].canonical()
+        for d in written[1:]:
+            one = combine(one, d, ("yours", "yours"))
+        by_name[name] = one
     for name, base in BASELINE.items():
         if name in skip:
             continue
-        # The string form travels as another bus property (systemd applies whichever
-        # comes last): left beside the baseline's, it would undo it. One setting, one value.
-        asked = [(by_name[name], by_name[name])] if name in by_name else []
-        ex = by_name.pop(name + "Ex", None) if name + "Ex" in DIRECTIVES else None
-        if ex is not None:
-            asked.append((_as_baseline(ex, name), ex))
-        combined = [_combined(d, base, written) for d, written in asked]
+        combined = [_combined(d.canonical(), base, d) for d in asked.get(name, ())]
         by_name[name] = max(combined, key=_rank) if combined else base
     by_name.setdefault(_ERRNO.name, _ERRNO)
     return [by_name[k] for k in sorted(by_name)]

@@ -28,7 +28,16 @@ from sandboxed.directives.kinds import Kind, Property, check_signature
 from sandboxed.directives.table import BUS_SINCE, RESERVED, SINCE, TABLE
 from sandboxed.directives.values import Invalid
 
-__all__ = ["DIRECTIVES", "Directive", "DirectiveSpec", "Property", "RawProperty", "lookup"]
+__all__ = [
+    "DIRECTIVES",
+    "EX_BOOLEANS",
+    "Directive",
+    "DirectiveSpec",
+    "Property",
+    "RawProperty",
+    "lookup",
+    "setting_of",
+]
 
 
 @attrs.frozen
@@ -114,6 +123,33 @@ DIRECTIVES: Mapping[str, DirectiveSpec] = MappingProxyType(_build())
 _BY_LOWER = {name.lower(): name for name in DIRECTIVES}
 
 
+def _spellings() -> dict[str, str]:
+    # An ``…Ex`` directive is another spelling of the directive whose bus property it is
+    # (PrivateTmpEx= of PrivateTmp=): both set one field of the unit, the later one wins.
+    return {
+        spec.name: spec.name[:-2]
+        for spec in DIRECTIVES.values()
+        if spec.name.endswith("Ex")
+        and not spec.reserved
+        and spec.name[:-2] in DIRECTIVES
+        and spec.name in DIRECTIVES[spec.name[:-2]].bus_names
+    }
+
+
+#: The directives that are a second spelling of another (``PrivateTmpEx`` ->
+#: ``PrivateTmp``): one setting, which systemd takes from whichever property comes last.
+SPELLINGS: Mapping[str, str] = MappingProxyType(_spellings())
+
+#: How the string spellings (``PrivateUsersEx=``) write the booleans of their directive.
+EX_BOOLEANS: Mapping[str, bool] = MappingProxyType({"yes": True, "self": True, "no": False})
+
+
+def setting_of(name: str) -> str:
+    """The setting directive ``name`` spells: ``"PrivateTmp"`` for ``"PrivateTmpEx"``, else
+    ``name``. Options are keyed by it, so that two spellings meet as one setting."""
+    return SPELLINGS.get(name, name)
+
+
 def lookup(name: str) -> DirectiveSpec:
     """The spec of directive ``name`` (its unit-file spelling, e.g. ``"CPUQuota"``).
 
@@ -181,6 +217,23 @@ class Directive:
     def properties(self) -> list[Property]:
         """``(bus property name, D-Bus signature, value)`` triples for ``StartTransientUnit``."""
         return self.spec.properties(self.value)
+
+    def canonical(self) -> Directive:
+        """This setting in its directive's own spelling: ``PrivateTmpEx=yes`` is
+        ``PrivateTmp=yes``, ``PrivateUsersEx=self`` is ``PrivateUsers=yes``; any other
+        directive is itself.
+
+        The own spelling sends a boolean as the ``b`` property every systemd has, and a
+        named value (``disconnected``) as the ``…Ex`` one that systemd added with it:
+        one property, the one the running systemd needs.
+        """
+        base = SPELLINGS.get(self.name)
+        if base is None:
+            return self
+        value: object = self.value
+        if isinstance(value, str):
+            value = EX_BOOLEANS.get(value, value)
+        return Directive.of(base, value)
 
     @property
     def needs(self) -> int:

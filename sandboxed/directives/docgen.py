@@ -40,6 +40,15 @@ the sandbox is refused when it is built, with an `UnenforceableDirectiveError`
 naming the directive, the version it needs and the one running. CI runs the
 differential test on systemd 252, 254 and 257.
 
+An `…Ex` directive (`PrivateTmpEx=`, `PrivateUsersEx=`,
+`ProtectControlGroupsEx=`) is another spelling of its directive: systemd
+takes both bus properties for one setting and applies whichever comes last.
+In a sandbox it is that setting: combined with the directive's other spelling
+as two values of one directive are (presets, keywords, the baseline), and sent
+once, in the directive's own spelling: a boolean as the `b` property every
+systemd has (so `PrivateTmpEx=yes` works on 252 too), a named value as the
+`…Ex` one, which needs the version the value gives.
+
 *list* marks directives whose repeated values combine (`Directive.merge`):
 lists append and an empty value resets; allow/deny filters combine as
 unit-file lines do. Other directives take one value. "Example" is a value as

@@ -6,7 +6,11 @@ sandboxed's options — and returns one frozen, hashable value. Two option sets
 that mean the same are equal, whatever the order of the presets and however
 the values were spelled; their :attr:`OptionSet.key` is the same in every
 process. Keyword directives override presets, and each override is recorded
-in :attr:`OptionSet.overrides` and shown by ``repr()``.
+in :attr:`OptionSet.overrides` and shown by ``repr()``. A directive and its
+``…Ex`` spelling (``PrivateTmp=``, ``PrivateTmpEx=``) are one setting wherever
+options meet (:func:`~sandboxed.directives.directive.setting_of`), and the
+option set holds it once, in the directive's own spelling, which travels as one
+bus property.
 
 This module is pure (it reads ``os.environ`` only for ``env=`` names).
 """
@@ -30,7 +34,13 @@ from sandboxed._errors import (
 )
 from sandboxed.directives import containment as baseline
 from sandboxed.directives.checks import check as check_values
-from sandboxed.directives.directive import Directive, Property, RawProperty, lookup
+from sandboxed.directives.directive import (
+    Directive,
+    Property,
+    RawProperty,
+    lookup,
+    setting_of,
+)
 from sandboxed.directives.presets import (
     Preset,
     byte_budget,
@@ -123,6 +133,11 @@ def _env(value: object) -> tuple[tuple[str, str], ...]:
 
 def _spelled(d: Directive) -> str:
     return "; ".join(d.spec.render(d.value))
+
+
+def _shown(a: Directive, b: Directive) -> tuple[str, str]:
+    """Two values of one setting for a message: with their names if spelled differently."""
+    return (str(a), str(b)) if a.name != b.name else (_spelled(a), _spelled(b))
 
 
 @attrs.frozen(repr=False)
@@ -225,15 +240,15 @@ class OptionSet:
                 f"invalid raw_output {raw_output!r}; accepted: True (output as it is) or False"
             )
         chosen: list[Preset] = []
+        # By setting: PrivateTmpEx= given beside PrivateTmp= is the same setting given twice.
         explicit: dict[str, tuple[Directive, str]] = {}
 
         def add_explicit(d: Directive, where: str) -> None:
-            if d.name in explicit and explicit[d.name][0] != d:
-                seen, seen_where = explicit[d.name]
-                raise ConflictingDirectivesError(
-                    d.name, (_spelled(seen), _spelled(d)), (seen_where, where)
-                )
-            explicit[d.name] = (d, where)
+            key = setting_of(d.name)
+            if key in explicit and explicit[key][0].canonical() != d.canonical():
+                seen, seen_where = explicit[key]
+                raise ConflictingDirectivesError(key, _shown(seen, d), (seen_where, where))
+            explicit[key] = (d, where)
 
         for p in presets:
             if isinstance(p, Directive):
@@ -290,11 +305,14 @@ class OptionSet:
         effective = {d.name: d for d in base.directives}
         origins = {d.name: base.source_of(d.name) for d in base.directives}
         overrides: list[tuple[str, object, object]] = []
+        # As the user spelled them, for the baseline's message (PrivateUsersEx=no).
+        written = dict(effective)
         for name, (d, where) in sorted(explicit.items()):
             said = _said(chosen, name)
-            if said and said != _spelled(d):
-                overrides.append((name, said, _spelled(d)))
-            effective[name] = d
+            if said and said != _spelled(d.canonical()):
+                overrides.append((name, said, _spelled(d.canonical())))
+            effective[name] = d.canonical()
+            written[name] = d
             origins[name] = where
 
         final: dict[str, Any] = dict.fromkeys(_PRESET_OPTIONS)
@@ -311,7 +329,7 @@ class OptionSet:
         check_values(effective.values())
         if containment:
             # Refused here, before any unit exists: a value that would weaken the baseline.
-            baseline.check(effective.values())
+            baseline.check(written.values())
             raw_props = _raw(raw, {**baseline.BASELINE, **effective})
         else:
             raw_props = _raw(raw, effective)
@@ -337,11 +355,13 @@ class OptionSet:
     # -- reading ----------------------------------------------------------------------------
 
     def get(self, name: str) -> Directive | None:
-        """The directive ``name`` (unit-file spelling) if set, else None.
+        """The directive ``name`` (unit-file spelling) if set, else None; either spelling
+        of a setting finds it, in the directive's own (``get("PrivateTmpEx")`` is
+        ``PrivateTmp=...``).
 
         Raises :class:`UnknownDirectiveError` for a name systemd does not know.
         """
-        canonical = lookup(name).name
+        canonical = setting_of(lookup(name).name)
         return next((d for d in self.directives if d.name == canonical), None)
 
     @property

@@ -6,7 +6,10 @@ per-call ``timeout``, ``safe_results``). Presets compose with ``|``; the
 composition keeps every promise of every part:
 
 - a single-valued directive set by two parts must agree, or the composition
-  raises :class:`~sandboxed.ConflictingDirectivesError`;
+  raises :class:`~sandboxed.ConflictingDirectivesError`; a directive and its
+  ``…Ex`` spelling (``PrivateTmp=`` and ``PrivateTmpEx=``) are one setting
+  (:func:`~sandboxed.directives.directive.setting_of`), and a preset holds it in
+  the directive's own spelling (:meth:`~sandboxed.directives.directive.Directive.canonical`);
 - lists that *grant* (``ReadWritePaths=``, ``BindPaths=``, ``Environment=``...)
   are united;
 - lists and sets that *restrict* are intersected, so the result is at least as
@@ -34,7 +37,7 @@ from typing import Any, Final
 import attrs
 
 from sandboxed._errors import ConfigurationError, ConflictingDirectivesError
-from sandboxed.directives.directive import Directive, lookup
+from sandboxed.directives.directive import Directive, lookup, setting_of
 from sandboxed.directives.values import Invalid, parse_size
 
 __all__ = [
@@ -151,6 +154,16 @@ def _conflict(a: Directive, b: Directive, sources: tuple[str, str], why: str = "
     return err
 
 
+def _conflict_as_written(
+    a: Directive, b: Directive, sources: tuple[str, str], exc: ConflictingDirectivesError
+) -> ConflictingDirectivesError:
+    """``exc`` about two spellings of one setting, with each value shown as written."""
+    err = ConflictingDirectivesError(exc.directive, (str(a), str(b)), sources)
+    for note in getattr(exc, "__notes__", ()):
+        err.add_note(note)
+    return err
+
+
 def _mask_intersection(a: Any, b: Any) -> tuple[bool, tuple[str, ...]]:
     # (negated, names) means "names are allowed", or with negated "all but names".
     (neg_a, na), (neg_b, nb) = a, b
@@ -259,9 +272,16 @@ def _union(a: Directive, b: Directive) -> Directive:
 def combine(a: Directive, b: Directive, sources: tuple[str, str]) -> Directive:
     """``a`` and ``b`` (the same directive, from the presets named in ``sources``) as one.
 
-    Raises :class:`ConflictingDirectivesError` when they cannot be combined
-    without breaking the promise of one of them.
+    ``a`` and ``b`` may be two spellings of one setting (``PrivateTmp=yes`` and
+    ``PrivateTmpEx=no``): they combine in the directive's own spelling, and a
+    conflict names both as written. Raises :class:`ConflictingDirectivesError`
+    when they cannot be combined without breaking the promise of one of them.
     """
+    if a.name != b.name:
+        try:
+            return combine(a.canonical(), b.canonical(), sources)
+        except ConflictingDirectivesError as exc:
+            raise _conflict_as_written(a, b, sources, exc) from None
     if a == b:
         return a
     if not a.spec.list_valued or a.name in _MUST_AGREE:
@@ -297,14 +317,15 @@ def _merge_parts(
     # A fixed fold order makes the result independent of how `|` was written.
     for part in sorted(parts, key=lambda p: (p.label, repr(p.directives), repr(p.options))):
         for d in part.directives:
-            if d.name in directives:
-                seen, where = directives[d.name]
-                directives[d.name] = (
+            key = setting_of(d.name)
+            if key in directives:
+                seen, where = directives[key]
+                directives[key] = (
                     combine(seen, d, (where, part.label)),
                     f"{where} | {part.label}",
                 )
             else:
-                directives[d.name] = (d, part.label)
+                directives[key] = (d, part.label)
         for name, value in part.options:
             if name in options and options[name][0] != value:
                 raise ConflictingDirectivesError(
@@ -312,7 +333,7 @@ def _merge_parts(
                 )
             options.setdefault(name, (value, part.label))
     return (
-        tuple(d for _, (d, _) in sorted(directives.items())),
+        tuple(d.canonical() for _, (d, _) in sorted(directives.items())),
         tuple((k, v) for k, (v, _) in sorted(options.items())),
     )
 
@@ -371,9 +392,11 @@ class Preset:
         )
         merged: dict[str, Directive] = {}
         for d in given:
-            merged[d.name] = combine(merged[d.name], d, (label, label)) if d.name in merged else d
+            key = setting_of(d.name)
+            merged[key] = combine(merged[key], d, (label, label)) if key in merged else d
+        # The part keeps the spelling written (for messages); the preset, the setting's own.
         part = _Part(label, tuple(merged[k] for k in sorted(merged)), opts)
-        return cls(part.directives, part.options, parts=(part,))
+        return cls(tuple(d.canonical() for d in part.directives), part.options, parts=(part,))
 
     def __or__(self, other: object) -> Preset:
         if not isinstance(other, Preset):
@@ -391,8 +414,12 @@ class Preset:
         return tuple(dict.fromkeys(p.label for p in self._parts))
 
     def get(self, name: str) -> Directive | None:
-        """The directive ``name`` (unit-file spelling) if this preset sets it, else None."""
-        canonical = lookup(name).name
+        """The directive ``name`` (unit-file spelling) if this preset sets it, else None.
+
+        Either spelling of a setting finds it, in the directive's own
+        (``get("PrivateTmpEx")`` is ``PrivateTmp=yes`` in :data:`ReadOnly`).
+        """
+        canonical = setting_of(lookup(name).name)
         return next((d for d in self.directives if d.name == canonical), None)
 
     def without(self, names: Iterable[str]) -> Preset:
@@ -401,11 +428,11 @@ class Preset:
         How an explicit keyword replaces what presets say, even presets that
         disagree among themselves about it.
         """
-        drop = set(names)
+        drop = {setting_of(n) for n in names}
         parts = tuple(
             _Part(
                 p.label,
-                tuple(d for d in p.directives if d.name not in drop),
+                tuple(d for d in p.directives if setting_of(d.name) not in drop),
                 tuple(o for o in p.options if o[0] not in drop),
             )
             for p in self._parts
@@ -417,15 +444,21 @@ class Preset:
         """What the parts say about directive or option ``name``: one value, or several
         joined by `` / `` when they disagree ('' when none sets it)."""
         values: dict[str, None] = {}
+        key = setting_of(name)
         for p in self._parts:
-            values.update({_spelled(d): None for d in p.directives if d.name == name})
+            values.update(
+                {_spelled(d.canonical()): None for d in p.directives if setting_of(d.name) == key}
+            )
             values.update({repr(v): None for o, v in p.options if o == name})
         return " / ".join(values)
 
     def source_of(self, name: str) -> str:
         """The names of the parts that set directive ``name``, joined by `` | `` ('' if none)."""
+        key = setting_of(name)
         return " | ".join(
-            dict.fromkeys(p.label for p in self._parts if any(d.name == name for d in p.directives))
+            dict.fromkeys(
+                p.label for p in self._parts if any(setting_of(d.name) == key for d in p.directives)
+            )
         )
 
     def option(self, name: str) -> Any:

@@ -66,8 +66,8 @@ def _identity(options: Any) -> Identity:
     return Identity.of(
         str(user) if user is not None else None,
         dynamic=_bool(directive_value(options, "DynamicUser")),
-        private_users=_on(directive_value(options, "PrivateUsers"))
-        or _on(directive_value(options, "PrivateUsersEx")),
+        # Either spelling: an option set holds the setting once, in its own spelling.
+        private_users=_on(directive_value(options, "PrivateUsers")),
     )
 
 
@@ -104,11 +104,8 @@ def check_module(fn: Any, options: Any) -> None:
 def _private_tmp(options: Any) -> list[str]:
     """/tmp and /var/tmp when the unit gets private ones (PrivateTmp=, or DynamicUser=,
     which implies it): code that lives there is hidden unless bound in."""
-    if (
-        _on(directive_value(options, "PrivateTmp"))
-        or _on(directive_value(options, "PrivateTmpEx"))
-        or _bool(directive_value(options, "DynamicUser"))
-    ):
+    private = _on(directive_value(options, "PrivateTmp"))
+    if private or _bool(directive_value(options, "DynamicUser")):
         return ["/tmp", "/var/tmp"]
     return []
 

@@ -143,12 +143,41 @@ def test_the_string_spelling_of_private_users_is_one_setting_with_the_baseline(
     # by systemd 257 (measured): the unit ran in the host's user namespace.
     with pytest.raises(ConflictingDirectivesError):
         sandboxed(PrivateUsersEx="no")
+    # One setting, sent in its own spelling: PrivateUsers b, which every version has
+    # (252 and 254 reject the Ex property itself), so this holds on each of them.
     fn = sandboxed(PrivateUsersEx="self")(user_namespace)
-    if running < 257:
-        with pytest.raises(UnenforceableDirectiveError) as e:
-            fn()
-        assert (e.value.directive, e.value.needed) == ("PrivateUsersEx", 257)
-        return
     sent = [p[0] for p in fn.sandbox.base_properties() if p[0].startswith("PrivateUsers")]
     assert sent == ["PrivateUsers"]  # one property: the baseline's own
     assert fn() != user_namespace()
+
+
+def tmp_listing() -> list[str]:
+    import os
+
+    return sorted(os.listdir("/tmp"))
+
+
+def test_a_presets_private_tmp_holds_against_the_string_spelling(running: int) -> None:
+    import tempfile
+
+    from sandboxed import Preset, ReadOnly
+
+    # Control: a file of the host's /tmp, seen where /tmp is not private.
+    with tempfile.NamedTemporaryFile(dir="/tmp", prefix="sandboxed-spelling-") as marker:
+        name = marker.name.rsplit("/", 1)[1]
+        assert name in sandboxed(PrivateTmp=False)(tmp_listing)()
+        # ReadOnly's PrivateTmp=yes with the Ex spelling of the same value: one property,
+        # sent as PrivateTmp b, so 252 and 254 take it too.
+        fn = sandboxed(ReadOnly, PrivateTmpEx="yes")(tmp_listing)
+        sent = [p[0] for p in fn.sandbox.base_properties() if p[0].startswith("PrivateTmp")]
+        assert sent == ["PrivateTmp"]
+        assert name not in fn()
+        # The other value: the keyword overrides the preset, and describe() says what the
+        # unit gets (257 applied the later of both properties sent: the host's /tmp under a
+        # described PrivateTmp=yes).
+        fn = sandboxed(ReadOnly, PrivateTmpEx="no")(tmp_listing)
+        assert "PrivateTmp=no  [keyword]" in fn.sandbox.options.describe()
+        assert name in fn()
+        # The other value in the other spelling: a conflict, not a quietly shared /tmp.
+        with pytest.raises(ConflictingDirectivesError):
+            sandboxed(ReadOnly | Preset.define("Mine", {"PrivateTmpEx": "no"}))

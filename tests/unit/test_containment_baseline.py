@@ -149,11 +149,32 @@ def test_a_weaker_graded_value_or_spelling_is_refused_as_written(kw: dict[str, o
     assert "containment=False" in str(info.value)
 
 
-def test_the_strongest_of_both_spellings_is_used() -> None:
-    got = _applied(ProtectControlGroups=True, ProtectControlGroupsEx="strict")
+def test_both_spellings_given_are_one_setting_given_twice() -> None:
+    # As two values of one directive: different ones conflict before the baseline is met.
+    with pytest.raises(ConflictingDirectivesError) as info:
+        OptionSet.build(ProtectControlGroups=True, ProtectControlGroupsEx="strict")
+    assert "ProtectControlGroups=yes" in str(info.value)
+    assert "ProtectControlGroupsEx=strict" in str(info.value)
+    got = _applied(ProtectControlGroups="strict", ProtectControlGroupsEx="strict")
     assert got["ProtectControlGroups"].value == "strict"
+    assert "ProtectControlGroupsEx" not in got
+
+
+def test_directives_handed_over_in_both_spellings_take_the_strongest() -> None:
+    both = [
+        Directive.of("ProtectControlGroups", True),
+        Directive.of("ProtectControlGroupsEx", "strict"),
+    ]
+    got = {d.name: d for d in containment.apply(both)}
+    assert got["ProtectControlGroups"].value == "strict"
+    assert "ProtectControlGroupsEx" not in got
     with pytest.raises(ConflictingDirectivesError):
-        _applied(ProtectControlGroups="strict", ProtectControlGroupsEx="no")
+        containment.apply(
+            [
+                Directive.of("ProtectControlGroups", "strict"),
+                Directive.of("ProtectControlGroupsEx", "no"),
+            ]
+        )
 
 
 @pytest.mark.parametrize("name", ["ProtectControlGroupsEx", "PrivateUsersEx"])
