@@ -132,9 +132,15 @@ def test_what_the_manager_would_write_to_etc_systemd_fails_and_the_host_keeps_it
     )
     assert {d: _listing(etc / d) for d in before} == before
     # systemd 252 reports success for it (it does not say that it could not write the
-    # drop-in); nothing holds the setting anywhere.
+    # drop-in); no drop-in holds the setting. (dbus.service may have drop-ins of ours,
+    # under our unit directory: on systemd 254-256, see embedded.REFUSE_RELOAD_ON_BUS.)
     show = [*m.tool_prefix, "systemctl", "show", "-p", "DropInPaths", "dbus.service"]
-    assert subprocess.run(show, capture_output=True, text=True).stdout.strip() == "DropInPaths="
+
+    def dropins() -> list[str]:
+        out = subprocess.run(show, capture_output=True, text=True).stdout.strip()
+        return out.removeprefix("DropInPaths=").split()
+
+    assert [p for p in dropins() if "CPUWeight" in p or "control" in p] == []
     # The runtime form (the manager's private /run) still works.
     runtime = subprocess.run(
         [*m.tool_prefix, "systemctl", "set-property", "--runtime", "dbus.service", "CPUWeight=100"],
@@ -143,8 +149,7 @@ def test_what_the_manager_would_write_to_etc_systemd_fails_and_the_host_keeps_it
         timeout=60,
     )
     assert runtime.returncode == 0, runtime.stderr
-    dropins = subprocess.run(show, capture_output=True, text=True).stdout
-    assert "/run/systemd/system.control/dbus.service.d/" in dropins
+    assert any(p.startswith("/run/systemd/system.control/dbus.service.d/") for p in dropins())
     assert {d: _listing(etc / d) for d in before} == before
 
 
