@@ -105,16 +105,11 @@ def manager_log_level(client: ManagerClient) -> Iterator[ManagerClient]:
         _log_level_after(client, "info")
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        held(ROOT_RO),
-        held(ROOT_NNRO),
-        held(ROOT_HARDENED),
-        held(NOBODY),
-        held(DYNAMIC),
-    ],
-)
+#: Every sandbox of the matrix, each expected to hold.
+EVERY_SPEC_HELD = [held(s) for s in (ROOT_RO, ROOT_NNRO, ROOT_HARDENED, NOBODY, DYNAMIC)]
+
+
+@pytest.mark.parametrize("spec", EVERY_SPEC_HELD)
 def test_redteam_the_manager_cannot_be_signalled_through_sigio(
     spec: Any, manager_log_level: ManagerClient
 ) -> None:
@@ -243,16 +238,7 @@ OOM_FINDING = (
 )
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        held(ROOT_RO),
-        held(ROOT_NNRO),
-        held(ROOT_HARDENED),
-        held(NOBODY),
-        held(DYNAMIC),
-    ],
-)
+@pytest.mark.parametrize("spec", EVERY_SPEC_HELD)
 def test_redteam_the_managers_resource_limits_cannot_be_changed(spec: Any) -> None:
     assert attacker(spec)(lower_pid1_nofile_soft_limit) != OK
 
@@ -426,16 +412,7 @@ def host_segment(shm_key: int) -> Iterator[int]:
     yield shm_key
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        held(ROOT_RO),
-        held(ROOT_NNRO),
-        held(ROOT_HARDENED),
-        held(NOBODY),
-        held(DYNAMIC),
-    ],
-)
+@pytest.mark.parametrize("spec", EVERY_SPEC_HELD)
 def test_redteam_the_hosts_shared_memory_cannot_be_written(spec: Any, host_segment: int) -> None:
     attacker(spec)(shm_write, host_segment, b"sandbox was here", False)
     assert shm_read(host_segment, 11) == b"host secret"
