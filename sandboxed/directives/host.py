@@ -21,7 +21,7 @@ that hides other processes, on systemd 257+) and says so in a note.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import attrs
 
@@ -29,15 +29,23 @@ from sandboxed._errors import UnenforceableDirectiveError
 from sandboxed.directives.directive import Directive
 from sandboxed.directives.facts import HostFacts
 
+#: The layout a baseline setting is judged against when the host's could not be read:
+#: what the baseline holds is never left to an unknown (see :func:`refuse`).
+UNREAD_LAYOUT = "unknown"
+
 
 def _private_cgroups_on_v1(d: Directive, host: HostFacts) -> tuple[str, str] | None:
     if d.name not in ("ProtectControlGroups", "ProtectControlGroupsEx"):
         return None
-    if d.value not in ("private", "strict") or host.cgroup_layout not in ("hybrid", "legacy"):
+    if d.value not in ("private", "strict") or host.cgroup_layout in ("unified", ""):
         return None
+    where = (
+        "on a cgroup layout that could not be read, systemd may quietly turn it into no"
+        if host.cgroup_layout == UNREAD_LAYOUT
+        else f"on this {host.cgroup_layout} cgroup layout systemd quietly turns it into no"
+    )
     return (
-        f"on this {host.cgroup_layout} cgroup layout systemd quietly turns it into no (a private "
-        "cgroup mount needs a pure cgroup2 host)",
+        f"{where} (a private cgroup mount needs a pure cgroup2 host)",
         "use ProtectControlGroups=yes (read-only cgroups), which holds everywhere",
     )
 
@@ -49,7 +57,10 @@ RULES: list[Rule] = [_private_cgroups_on_v1]
 
 
 def refuse(
-    directives: Iterable[Directive], host: HostFacts, accepted: Iterable[str] | bool = ()
+    directives: Iterable[Directive],
+    host: HostFacts,
+    accepted: Iterable[str] | bool = (),
+    baseline: Collection[str] = (),
 ) -> None:
     """Raise UnenforceableDirectiveError naming every directive ``host`` cannot apply as asked.
 
@@ -57,6 +68,9 @@ def refuse(
     (the error's ``needed`` and ``running``); a rule of :data:`RULES` says why,
     unless ``accepted`` (an option set's ``accept_unenforced=``) names the directive
     or is True. A manager does not accept what it does not know: versions always hold.
+    So do the rules for a directive that takes the place of one of the containment
+    baseline's (``baseline``: their names), which no option waives; for those an
+    unread cgroup layout counts as one that may not hold them.
     """
     waived = accepted if isinstance(accepted, bool) else set(accepted or ())
     refused: list[tuple[str, str, str]] = []
@@ -69,10 +83,14 @@ def refuse(
             remedies.append(f"run it where the manager is systemd {d.needs} or newer")
             needed = max(needed, d.needs)
             continue
-        if waived is True or (not isinstance(waived, bool) and d.name in waived):
+        held = d.name in baseline
+        if not held and (waived is True or (not isinstance(waived, bool) and d.name in waived)):
             continue
+        judged = host
+        if held and not host.cgroup_layout:
+            judged = attrs.evolve(host, cgroup_layout=UNREAD_LAYOUT)
         for rule in RULES:
-            found = rule(d, host)
+            found = rule(d, judged)
             if found is not None:
                 refused.append((d.name, value, found[0]))
                 remedies.append(found[1])

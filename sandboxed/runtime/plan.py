@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from sandboxed.directives import containment as baseline
-from sandboxed.directives.directive import DIRECTIVES, Directive
+from sandboxed.directives.directive import DIRECTIVES, Directive, setting_of
 from sandboxed.directives.enforcement import refuse_unenforceable
 from sandboxed.directives.facts import UNKNOWN_HOST, HostFacts
 from sandboxed.directives.host import refuse, stronger
@@ -231,7 +231,12 @@ def unit_plan(
     """
     accepted = getattr(options, "accept_unenforced", ())
     refuse_unenforceable(options.directives, host, accepted)
-    refuse(options.directives, host, accepted)
+    held = (
+        [d.name for d in options.directives if setting_of(d.name) in baseline.BASELINE]
+        if getattr(options, "containment", True)
+        else []
+    )
+    refuse(options.directives, host, accepted, baseline=held)
     who = None
     rootless_notes: tuple[str, ...] = ()
     if rootless is not None:

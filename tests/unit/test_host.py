@@ -182,3 +182,49 @@ def test_facts_are_learnt_once_per_manager_address_and_version() -> None:
         assert facts.host_facts(other) == got and other.asked == 1
     finally:
         facts.forget()
+
+
+# -- a value that takes the containment baseline's place is never waived ---------------
+
+
+def _plan(host: HostFacts, **options: object) -> list[tuple[str, str, object]]:
+    from sandboxed.directives.options import OptionSet
+    from sandboxed.runtime.plan import unit_plan
+
+    return unit_plan(OptionSet.build(**options), host=host)[0]  # type: ignore[arg-type]
+
+
+HYBRID_257 = HostFacts(version=257, cgroup_layout="hybrid")
+
+
+@pytest.mark.parametrize(
+    "accepted", [True, ["ProtectControlGroups"]], ids=["accept-all", "accept-the-directive"]
+)
+def test_accept_unenforced_cannot_trade_the_baselines_cgroup_protection_for_a_dropped_one(
+    accepted: object,
+) -> None:
+    # strict would replace the baseline's yes, and systemd turns it into no on hybrid
+    # cgroups: accepting that would leave the cgroup tree writable.
+    with pytest.raises(UnenforceableDirectiveError, match="quietly turns it into no"):
+        _plan(HYBRID_257, ProtectControlGroups="strict", accept_unenforced=accepted)
+
+
+def test_a_baseline_replacement_is_refused_where_the_cgroup_layout_could_not_be_read() -> None:
+    with pytest.raises(UnenforceableDirectiveError, match="could not be read"):
+        _plan(HostFacts(version=257), ProtectControlGroupsEx="strict")
+
+
+def test_without_the_baseline_accepting_or_an_unread_layout_still_decide_as_before() -> None:
+    # Nothing of the baseline is at stake: the user's own choice, as documented.
+    unread = _plan(HostFacts(version=257), ProtectControlGroups="strict", containment=False)
+    assert ("ProtectControlGroupsEx", "s", "strict") in unread
+    accepted = _plan(
+        HYBRID_257, ProtectControlGroups="strict", containment=False, accept_unenforced=True
+    )
+    assert ("ProtectControlGroupsEx", "s", "strict") in accepted
+
+
+def test_on_unified_cgroups_strict_takes_the_baselines_place() -> None:
+    props = _plan(HostFacts(version=257, cgroup_layout="unified"), ProtectControlGroups="strict")
+    assert ("ProtectControlGroupsEx", "s", "strict") in props
+    assert not any(name == "ProtectControlGroups" for name, _sig, _v in props)
