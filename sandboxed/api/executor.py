@@ -71,12 +71,19 @@ def _pystemd_properties(props: Mapping[Any, Any]) -> tuple[dict[str, Any], list[
     is sent as given, with that directive's D-Bus type.
     """
     directives: dict[str, Any] = {}
+    keys: dict[str, Any] = {}
     raw: list[RawProperty] = []
     for key, value in props.items():
         name = key.decode() if isinstance(key, bytes) else str(key)
         value = _text(value)
         if name in DIRECTIVES:
-            directives[name] = value
+            # b"X" and "X" are two keys of the dict but one directive: not last-one-wins.
+            if name in directives and directives[name] != value:
+                raise ConfigurationError(
+                    f"{name} is given twice in the properties dict, as {keys[name]!r} and "
+                    f"{key!r}, with different values; give it once"
+                )
+            directives[name], keys[name] = value, key
             continue
         owner = next(
             (s for s in DIRECTIVES.values() if s.bus_names[0] == name and not s.reserved), None

@@ -314,3 +314,14 @@ def test_composition_over_both_spellings_is_associative_and_commutative(
         settings = [setting_of(d.name) for d in left.directives]
         assert len(settings) == len(set(settings))  # each setting once
         assert not any(d.name in SPELLINGS for d in left.directives)  # in its own spelling
+
+
+def test_one_directive_under_a_bytes_and_a_str_key_of_the_properties_dict_conflicts() -> None:
+    # Two keys of the dict, one directive: refused, not the last one winning.
+    from sandboxed import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="PrivateNetwork is given twice"):
+        _pystemd_properties({b"PrivateNetwork": True, "PrivateNetwork": False})
+    # The same value twice says one thing: accepted.
+    directives, _raw = _pystemd_properties({b"PrivateTmp": b"yes", "PrivateTmp": "yes"})
+    assert directives == {"PrivateTmp": "yes"}
