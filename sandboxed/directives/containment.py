@@ -40,7 +40,7 @@ from sandboxed._errors import ConflictingDirectivesError
 from sandboxed.directives.directive import Directive, setting_of
 from sandboxed.directives.presets import combine
 
-__all__ = ["AT_LEAST_BASELINE", "BASELINE", "LABEL", "apply", "check"]
+__all__ = ["ADDED", "AT_LEAST_BASELINE", "BASELINE", "LABEL", "apply", "check"]
 
 LABEL: Final = "containment baseline"
 
@@ -130,6 +130,9 @@ BASELINE: Final[Mapping[str, Directive]] = {
     name: Directive.of(name, value) for name, value in _BASELINE_VALUES.items()
 }
 _ERRNO: Final = Directive.of("SystemCallErrorNumber", "EPERM")
+#: Everything :func:`apply` may add: the baseline, and the errno its filter returns
+#: unless the user sets one (a raw property of any of these would be applied over it).
+ADDED: Final[Mapping[str, Directive]] = {**BASELINE, _ERRNO.name: _ERRNO}
 
 #: The single values that hold at least what the baseline's does, weakest first (the
 #: baseline's own is the first); any other is refused. A boolean baseline not named

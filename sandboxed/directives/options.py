@@ -330,7 +330,7 @@ class OptionSet:
         if containment:
             # Refused here, before any unit exists: a value that would weaken the baseline.
             baseline.check(written.values())
-            raw_props = _raw(raw, {**baseline.BASELINE, **effective})
+            raw_props = _raw(raw, {**baseline.ADDED, **effective})
         else:
             raw_props = _raw(raw, effective)
         return cls(

@@ -205,6 +205,18 @@ def test_a_raw_property_cannot_undo_the_baseline() -> None:
         OptionSet.build(raw=[RawProperty("PrivateUsers", "b", False)])
 
 
+def test_a_raw_errno_cannot_replace_the_one_the_baseline_adds() -> None:
+    # The baseline also adds SystemCallErrorNumber=EPERM (unless the user sets one as a
+    # directive); a raw property sent after it would be applied over it.
+    from sandboxed import RawProperty
+
+    with pytest.raises(ConflictingDirectivesError):
+        OptionSet.build(raw=[RawProperty("SystemCallErrorNumber", "i", 38)])
+    # Without the baseline it is the user's raw property, sent as given.
+    free = OptionSet.build(raw=[RawProperty("SystemCallErrorNumber", "i", 38)], containment=False)
+    assert [r.name for r in free.raw] == ["SystemCallErrorNumber"]
+
+
 _NO_BPF = HostFacts(
     features=frozenset({"+SECCOMP", "-BPF_FRAMEWORK"}), cgroup_layout="hybrid", lsms=frozenset()
 )
